@@ -1,0 +1,555 @@
+//! TC (clsact) programs attached to every LAN-side port of the router.
+//!
+//! `lan_ingress` sees frames a device sends (keyed by the source MAC),
+//! `lan_egress` frames delivered to a device (keyed by the destination MAC).
+//! Both count bytes and packets per flow in the per-CPU LRU map `FLOWS` and
+//! copy the first bytes of name-bearing packets into the `SAMPLES` ring buffer.
+//! They never drop or alter a packet: every path returns `TC_ACT_UNSPEC`
+//! (`TCX_NEXT` on kernels with TCX), which hands the frame to the next
+//! classifier unchanged.
+//!
+//! Kernel facts behind the choices:
+//! - No BTF/CO-RE: OpenWrt kernels ship without BTF, so only `__sk_buff`
+//!   fields (a stable UAPI) are read.
+//! - Headers are read by direct packet access; `bpf_skb_pull_data` linearises
+//!   the first bytes first when a driver left them in paged fragments.
+//! - `gso_segs` (UAPI since 4.x) lets a GRO/GSO super-packet count as the
+//!   segments that crossed the wire, with each segment's headers.
+//! - `bpf_ringbuf_output` takes a bounded variable size, so a 300-byte DHCP
+//!   sample does not occupy a 1.5 kB slot (`bpf_ringbuf_reserve` needs a
+//!   constant size).
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    bindings::TC_ACT_UNSPEC,
+    helpers::{bpf_ktime_get_boot_ns, bpf_skb_load_bytes},
+    macros::{classifier, map},
+    maps::{LruPerCpuHashMap, PerCpuArray, RingBuf},
+    programs::TcContext,
+};
+use aya_log_ebpf::warn;
+use iot_inspector_common::{
+    DEFAULT_FLOW_ENTRIES, FlowCounters, FlowKey, SAMPLE_BYTES, SAMPLE_RING_BYTES, SampleHeader,
+    TLS_SEGMENTS_SAMPLED, direction, family, proto, reason, stat,
+};
+
+#[map]
+static FLOWS: LruPerCpuHashMap<FlowKey, FlowCounters> =
+    LruPerCpuHashMap::pinned(DEFAULT_FLOW_ENTRIES, 0);
+
+#[map]
+static STATS: PerCpuArray<u64> = PerCpuArray::pinned(stat::COUNT, 0);
+
+#[map]
+static SAMPLES: RingBuf = RingBuf::pinned(SAMPLE_RING_BYTES, 0);
+
+/// Per-CPU scratch space for one sample (too big for the 512-byte stack).
+#[map]
+static SCRATCH: PerCpuArray<[u8; SCRATCH_BYTES]> = PerCpuArray::with_max_entries(1, 0);
+
+const HEADER_BYTES: usize = core::mem::size_of::<SampleHeader>();
+const SCRATCH_BYTES: usize = HEADER_BYTES + SAMPLE_BYTES;
+
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86DD;
+const ETH_P_ARP: u16 = 0x0806;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88A8;
+/// VLAN tags followed (802.1ad outer + 802.1Q inner).
+const MAX_VLAN_TAGS: usize = 2;
+/// IPv6 extension headers followed before giving up on the transport header.
+const MAX_IPV6_EXT: usize = 6;
+/// Bytes linearised up front when the driver left headers in fragments:
+/// Ethernet + 2 VLAN tags + IPv6 + 6 small extension headers + TCP.
+const PULL_BYTES: u32 = 160;
+
+#[classifier]
+pub fn lan_ingress(ctx: TcContext) -> i32 {
+    observe(&ctx, direction::UP);
+    TC_ACT_UNSPEC
+}
+
+#[classifier]
+pub fn lan_egress(ctx: TcContext) -> i32 {
+    observe(&ctx, direction::DOWN);
+    TC_ACT_UNSPEC
+}
+
+#[inline(always)]
+fn bump(index: u32, by: u64) {
+    if let Some(p) = STATS.get_ptr_mut(index) {
+        // SAFETY: per-CPU slot; TC programs run with preemption disabled.
+        unsafe { *p += by };
+    }
+}
+
+/// What the parser learnt from one frame.
+struct Parsed {
+    key: FlowKey,
+    /// IP-layer bytes on the wire (all GSO segments with their headers).
+    bytes: u64,
+    packets: u64,
+    tcp_flags: u8,
+    /// Transport payload bytes of this skb (0 when unknown).
+    payload_len: u32,
+    /// Offset of the transport payload from the frame start.
+    payload_off: usize,
+}
+
+#[inline(always)]
+fn observe(ctx: &TcContext, dir: u8) {
+    bump(stat::FRAMES, 1);
+    let Some(parsed) = parse(ctx, dir) else {
+        bump(stat::MALFORMED, 1);
+        return;
+    };
+    let segments_before = account(ctx, &parsed, dir);
+    if let Some(why) = sample_reason(ctx, &parsed, dir, segments_before) {
+        sample(ctx, dir, why);
+    }
+}
+
+/// A pointer to a `T` at `off` bytes into the linear packet data, or `None`
+/// when the packet is shorter (the verifier demands this check).
+#[inline(always)]
+fn ptr_at<T>(ctx: &TcContext, off: usize) -> Option<*const T> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    if start + off + core::mem::size_of::<T>() > end {
+        return None;
+    }
+    Some((start + off) as *const T)
+}
+
+#[inline(always)]
+fn u8_at(ctx: &TcContext, off: usize) -> Option<u8> {
+    ptr_at::<u8>(ctx, off).map(|p| unsafe { *p })
+}
+
+#[inline(always)]
+fn be16_at(ctx: &TcContext, off: usize) -> Option<u16> {
+    ptr_at::<[u8; 2]>(ctx, off).map(|p| u16::from_be_bytes(unsafe { *p }))
+}
+
+#[inline(always)]
+fn bytes_at<const N: usize>(ctx: &TcContext, off: usize) -> Option<[u8; N]> {
+    ptr_at::<[u8; N]>(ctx, off).map(|p| unsafe { *p })
+}
+
+#[inline(always)]
+fn v4_mapped(a: [u8; 4]) -> [u8; 16] {
+    [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3]]
+}
+
+#[inline(never)]
+fn parse(ctx: &TcContext, dir: u8) -> Option<Parsed> {
+    let skb_len = ctx.len();
+    if (ctx.data_end() - ctx.data()) < PULL_BYTES.min(skb_len) as usize {
+        // Headers partly in paged fragments: linearise them (best effort).
+        let _ = ctx.pull_data(PULL_BYTES.min(skb_len));
+    }
+    let dst: [u8; 6] = bytes_at(ctx, 0)?;
+    let src: [u8; 6] = bytes_at(ctx, 6)?;
+    let device_mac = if dir == direction::UP {
+        src
+    } else {
+        if dst[0] & 1 != 0 {
+            // A broadcast/multicast frame flooded to this port is not the
+            // device's own traffic; the sender's port already counted it.
+            bump(stat::EGRESS_GROUP_SKIPPED, 1);
+            return Some(Parsed {
+                key: FlowKey::default(),
+                bytes: 0,
+                packets: 0,
+                tcp_flags: 0,
+                payload_len: 0,
+                payload_off: 0,
+            });
+        }
+        dst
+    };
+
+    let mut off = 12usize;
+    let mut ethertype = be16_at(ctx, off)?;
+    let mut tagged = false;
+    for _ in 0..MAX_VLAN_TAGS {
+        if ethertype != ETH_P_8021Q && ethertype != ETH_P_8021AD {
+            break;
+        }
+        tagged = true;
+        off += 4;
+        ethertype = be16_at(ctx, off)?;
+    }
+    if tagged {
+        bump(stat::VLAN_TAGGED, 1);
+    }
+    let l3 = off + 2;
+    let l3_len = (skb_len as usize).checked_sub(l3)? as u64;
+
+    let mut key = FlowKey {
+        device_mac,
+        ..FlowKey::default()
+    };
+    let gso_segs = unsafe { (*ctx.skb.skb).gso_segs } as u64;
+
+    let (src_ip, dst_ip, l4_proto, l4, ip_bytes, ip_hlen, has_ports);
+    match ethertype {
+        ETH_P_IP => {
+            let vihl = u8_at(ctx, l3)?;
+            let ihl = ((vihl & 0x0f) as usize) * 4;
+            if vihl >> 4 != 4 || ihl < 20 {
+                return None;
+            }
+            let tot_len = be16_at(ctx, l3 + 2)? as u64;
+            let frag = be16_at(ctx, l3 + 6)?;
+            l4_proto = u8_at(ctx, l3 + 9)?;
+            src_ip = v4_mapped(bytes_at(ctx, l3 + 12)?);
+            dst_ip = v4_mapped(bytes_at(ctx, l3 + 16)?);
+            key.family = family::IPV4;
+            // BIG TCP GSO packets carry tot_len 0; fall back to the skb length.
+            ip_bytes = if tot_len == 0 || gso_segs > 1 {
+                l3_len
+            } else {
+                if tot_len < ihl as u64 || tot_len > l3_len {
+                    return None;
+                }
+                tot_len
+            };
+            if frag & 0x3fff != 0 {
+                bump(stat::FRAGMENTS, 1);
+            }
+            // Only the first fragment carries the transport header.
+            has_ports = frag & 0x1fff == 0;
+            l4 = l3 + ihl;
+            ip_hlen = ihl;
+        }
+        ETH_P_IPV6 => {
+            let v = u8_at(ctx, l3)?;
+            if v >> 4 != 6 {
+                return None;
+            }
+            let payload_len = be16_at(ctx, l3 + 4)? as u64;
+            let mut next = u8_at(ctx, l3 + 6)?;
+            src_ip = bytes_at(ctx, l3 + 8)?;
+            dst_ip = bytes_at(ctx, l3 + 24)?;
+            key.family = family::IPV6;
+            ip_bytes = if payload_len == 0 || gso_segs > 1 {
+                l3_len
+            } else {
+                if 40 + payload_len > l3_len {
+                    return None;
+                }
+                40 + payload_len
+            };
+            let mut off = l3 + 40;
+            let mut first_fragment = true;
+            let mut done = false;
+            for _ in 0..MAX_IPV6_EXT {
+                match next {
+                    // Hop-by-hop, routing, destination options: (len+1)*8 bytes.
+                    0 | 43 | 60 => {
+                        let nh = u8_at(ctx, off)?;
+                        let len = u8_at(ctx, off + 1)? as usize;
+                        next = nh;
+                        off += (len + 1) * 8;
+                    }
+                    // Fragment header: 8 bytes; offset in the upper 13 bits.
+                    44 => {
+                        let nh = u8_at(ctx, off)?;
+                        let fo = be16_at(ctx, off + 2)?;
+                        bump(stat::FRAGMENTS, 1);
+                        if fo & 0xfff8 != 0 {
+                            first_fragment = false;
+                        }
+                        next = nh;
+                        off += 8;
+                    }
+                    // Authentication header: (len+2)*4 bytes.
+                    51 => {
+                        let nh = u8_at(ctx, off)?;
+                        let len = u8_at(ctx, off + 1)? as usize;
+                        next = nh;
+                        off += (len + 2) * 4;
+                    }
+                    _ => {
+                        done = true;
+                        break;
+                    }
+                }
+            }
+            if !done && matches!(next, 0 | 43 | 44 | 51 | 60) {
+                bump(stat::IPV6_EXT_LIMIT, 1);
+                next = proto::IPV6_UNPARSED;
+            }
+            l4_proto = next;
+            has_ports = first_fragment && next != proto::IPV6_UNPARSED;
+            l4 = off;
+            ip_hlen = off - l3;
+        }
+        ETH_P_ARP => {
+            bump(stat::NON_IP, 1);
+            key.family = family::NON_IP;
+            key.proto = proto::ARP;
+            // ARP for IPv4 over Ethernet: sender IP at 14, target IP at 24.
+            if let (Some(spa), Some(tpa)) =
+                (bytes_at::<4>(ctx, l3 + 14), bytes_at::<4>(ctx, l3 + 24))
+            {
+                let (dev, rem) = if dir == direction::UP {
+                    (spa, tpa)
+                } else {
+                    (tpa, spa)
+                };
+                key.device_ip = v4_mapped(dev);
+                key.remote_ip = v4_mapped(rem);
+            }
+            return Some(non_ip(key, l3_len));
+        }
+        _ => {
+            bump(stat::NON_IP, 1);
+            key.family = family::NON_IP;
+            key.proto = proto::OTHER_L2;
+            return Some(non_ip(key, l3_len));
+        }
+    }
+
+    key.proto = l4_proto;
+    let (device_ip, remote_ip) = if dir == direction::UP {
+        (src_ip, dst_ip)
+    } else {
+        (dst_ip, src_ip)
+    };
+    key.device_ip = device_ip;
+    key.remote_ip = remote_ip;
+
+    let mut tcp_flags = 0u8;
+    let mut l4_hlen = 0usize;
+    let mut sport = 0u16;
+    let mut dport = 0u16;
+    if has_ports {
+        match l4_proto {
+            proto::TCP => {
+                sport = be16_at(ctx, l4)?;
+                dport = be16_at(ctx, l4 + 2)?;
+                let doff = ((u8_at(ctx, l4 + 12)? >> 4) as usize) * 4;
+                if doff < 20 {
+                    return None;
+                }
+                tcp_flags = u8_at(ctx, l4 + 13)?;
+                l4_hlen = doff;
+            }
+            proto::UDP => {
+                sport = be16_at(ctx, l4)?;
+                dport = be16_at(ctx, l4 + 2)?;
+                l4_hlen = 8;
+            }
+            _ => {}
+        }
+    }
+    if dir == direction::UP {
+        key.device_port = sport;
+        key.remote_port = dport;
+    } else {
+        key.device_port = dport;
+        key.remote_port = sport;
+    }
+
+    let hdrs = (ip_hlen + l4_hlen) as u64;
+    let (bytes, packets) = if gso_segs > 1 {
+        (ip_bytes + (gso_segs - 1) * hdrs, gso_segs)
+    } else {
+        (ip_bytes, 1)
+    };
+    let payload_len = if l4_hlen > 0 {
+        ip_bytes.saturating_sub(hdrs) as u32
+    } else {
+        0
+    };
+    Some(Parsed {
+        key,
+        bytes,
+        packets,
+        tcp_flags,
+        payload_len,
+        payload_off: l4 + l4_hlen,
+    })
+}
+
+#[inline(always)]
+fn non_ip(key: FlowKey, l3_len: u64) -> Parsed {
+    Parsed {
+        key,
+        bytes: l3_len,
+        packets: 1,
+        tcp_flags: 0,
+        payload_len: 0,
+        payload_off: 0,
+    }
+}
+
+/// Adds the frame to its flow; returns the flow's sampled-segment count
+/// before this frame (on this CPU).
+#[inline(never)]
+fn account(ctx: &TcContext, p: &Parsed, dir: u8) -> u8 {
+    if p.packets == 0 {
+        return u8::MAX; // egress multicast: neither counted nor sampled
+    }
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    let up = dir == direction::UP;
+    if let Some(c) = FLOWS.get_ptr_mut(&p.key) {
+        // SAFETY: the value is this CPU's slot of a per-CPU map.
+        let c = unsafe { &mut *c };
+        if up {
+            c.bytes_up += p.bytes;
+            c.packets_up += p.packets;
+        } else {
+            c.bytes_down += p.bytes;
+            c.packets_down += p.packets;
+        }
+        c.last_seen_ns = now;
+        if c.first_seen_ns == 0 {
+            c.first_seen_ns = now;
+        }
+        c.tcp_flags |= p.tcp_flags;
+        let before = c.segments_sampled;
+        if wants_segment(p, dir) && before < TLS_SEGMENTS_SAMPLED {
+            c.segments_sampled = before + 1;
+        }
+        return before;
+    }
+    let mut c = FlowCounters {
+        first_seen_ns: now,
+        last_seen_ns: now,
+        tcp_flags: p.tcp_flags,
+        ..FlowCounters::default()
+    };
+    if up {
+        c.bytes_up = p.bytes;
+        c.packets_up = p.packets;
+    } else {
+        c.bytes_down = p.bytes;
+        c.packets_down = p.packets;
+    }
+    if wants_segment(p, dir) {
+        c.segments_sampled = 1;
+    }
+    match FLOWS.insert(&p.key, &c, 0) {
+        Ok(()) => bump(stat::FLOWS_CREATED, 1),
+        Err(e) => {
+            bump(stat::FLOW_UPDATE_FAILED, 1);
+            warn!(ctx, "flow table insert failed: {}", e);
+        }
+    }
+    0
+}
+
+/// Whether this frame is a payload segment from the device that counts
+/// against the per-flow TLS/QUIC/HTTP sample budget.
+#[inline(always)]
+fn wants_segment(p: &Parsed, dir: u8) -> bool {
+    dir == direction::UP
+        && p.payload_len > 0
+        && matches!(p.key.proto, proto::TCP | proto::UDP)
+        && matches!(p.key.remote_port, 443 | 80 | 8080)
+}
+
+#[inline(always)]
+fn sample_reason(ctx: &TcContext, p: &Parsed, dir: u8, segments_before: u8) -> Option<u8> {
+    if p.packets == 0 || p.payload_len == 0 {
+        return None;
+    }
+    let (dp, rp) = (p.key.device_port, p.key.remote_port);
+    let either = |port: u16| dp == port || rp == port;
+    match p.key.proto {
+        proto::UDP => {
+            if either(53) {
+                Some(reason::DNS)
+            } else if either(67) || either(68) {
+                Some(reason::DHCP)
+            } else if either(546) || either(547) {
+                Some(reason::DHCPV6)
+            } else if either(5353) {
+                Some(reason::MDNS)
+            } else if either(1900) {
+                Some(reason::SSDP)
+            } else if rp == 443 && dir == direction::UP && segments_before < TLS_SEGMENTS_SAMPLED
+            {
+                // QUIC long-header packets (Initial, Handshake) have the top bit set.
+                let first = u8_at(ctx, p.payload_off)?;
+                (first & 0x80 != 0).then_some(reason::QUIC)
+            } else {
+                None
+            }
+        }
+        proto::TCP => {
+            if either(53) {
+                Some(reason::DNS)
+            } else if dir != direction::UP {
+                None
+            } else if rp == 443 && segments_before < TLS_SEGMENTS_SAMPLED {
+                Some(reason::TLS)
+            } else if (rp == 80 || rp == 8080) && segments_before < 1 {
+                Some(reason::HTTP)
+            } else {
+                None
+            }
+        }
+        _ => None,
+    }
+}
+
+#[inline(always)]
+fn sample(ctx: &TcContext, dir: u8, why: u8) {
+    let Some(buf) = SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    let buf = buf as *mut u8;
+    let frame_len = ctx.len();
+    let mut n = frame_len as usize;
+    if n > SAMPLE_BYTES {
+        n = SAMPLE_BYTES;
+    }
+    if n == 0 {
+        return;
+    }
+    let header = SampleHeader {
+        timestamp_ns: unsafe { bpf_ktime_get_boot_ns() },
+        ifindex: unsafe { (*ctx.skb.skb).ifindex },
+        frame_len,
+        captured: n as u16,
+        direction: dir,
+        reason: why,
+        _pad: [0; 4],
+    };
+    // SAFETY: `buf` is this CPU's SCRATCH slot of SCRATCH_BYTES bytes and
+    // `n` ≤ SAMPLE_BYTES, so header + data stay inside it.
+    unsafe {
+        core::ptr::write_unaligned(buf as *mut SampleHeader, header);
+        if bpf_skb_load_bytes(
+            ctx.skb.skb as *const _,
+            0,
+            buf.add(HEADER_BYTES) as *mut _,
+            n as u32,
+        ) != 0
+        {
+            return;
+        }
+        let record = core::slice::from_raw_parts(buf as *const u8, HEADER_BYTES + n);
+        match SAMPLES.output::<[u8]>(record, 0) {
+            Ok(()) => bump(stat::SAMPLES_SENT, 1),
+            Err(_) => bump(stat::SAMPLES_DROPPED, 1),
+        }
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+/// The kernel needs a GPL-compatible licence for some helpers; the programs
+/// are dual MIT/GPL-2.0.
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,27 @@
+//! iot-inspector: see what every device on a home network is, what it does
+//! and whom it talks to, and stop it.
+//!
+//! The binary (`src/main.rs`) is a thin command line over these modules:
+//!
+//! | module | holds |
+//! |---|---|
+//! | [`datapath`] | loading and attaching the eBPF programs, reading their maps and samples |
+//! | [`accounting`] | turning cumulative kernel counters into per-window deltas |
+//! | [`dissect`] | parsing sampled frames into observations |
+//! | [`inventory`] | the live table of devices |
+//! | [`store`] | the redb database: windows, rollups, devices, cursors |
+//! | [`config`] | UCI configuration |
+//! | [`api`] | the local HTTP API over a unix socket, and its client |
+//! | [`daemon`] | the single task that owns the live state |
+//! | [`report`] | turning API answers into tables for people |
+
+pub mod accounting;
+pub mod api;
+pub mod config;
+pub mod daemon;
+pub mod datapath;
+pub mod dissect;
+pub mod inventory;
+pub mod report;
+pub mod store;
+pub mod time;
