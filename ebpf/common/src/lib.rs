@@ -202,7 +202,10 @@ mod tests {
     fn layouts_have_no_hidden_padding() {
         assert_eq!(core::mem::size_of::<FlowKey>(), 16 + 16 + 6 + 2 + 2 + 1 + 1);
         assert_eq!(core::mem::size_of::<FlowCounters>(), 6 * 8 + 8);
-        assert_eq!(core::mem::size_of::<SampleHeader>(), 8 + 4 + 4 + 2 + 1 + 1 + 4);
+        assert_eq!(
+            core::mem::size_of::<SampleHeader>(),
+            8 + 4 + 4 + 2 + 1 + 1 + 4
+        );
         assert_eq!(core::mem::size_of::<Sample>(), 24 + SAMPLE_BYTES);
     }
 }

@@ -130,7 +130,13 @@ mod tests {
         assert_eq!("02005e100001".parse::<Mac>().unwrap(), m);
         assert!(m.is_local());
         assert!(!m.is_group());
-        for bad in ["", "02:00:5e:10:00", "02:00:5e:10:00:0g", "0200:5e:10:00:01", "zz"] {
+        for bad in [
+            "",
+            "02:00:5e:10:00",
+            "02:00:5e:10:00:0g",
+            "0200:5e:10:00:01",
+            "zz",
+        ] {
             assert!(bad.parse::<Mac>().is_err(), "{bad}");
         }
     }

@@ -57,8 +57,26 @@ pub enum Transport {
     Udp,
 }
 
-/// Dissects one frame, appending what it learnt to `out`.
-pub fn dissect(frame: &Frame<'_>, stats: &mut DissectStats, out: &mut Vec<Observation>) {
+/// The dissectors' state: counters, and the bounded per-flow reassembly
+/// buffers some protocols need (a TLS ClientHello spanning two segments).
+#[derive(Debug, Default)]
+pub struct Dissector {
+    pub stats: DissectStats,
+}
+
+impl Dissector {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Dissects one frame, appending what it learnt to `out`.
+    pub fn dissect(&mut self, frame: &Frame<'_>, out: &mut Vec<Observation>) {
+        dissect(self, frame, out)
+    }
+}
+
+fn dissect(d: &mut Dissector, frame: &Frame<'_>, out: &mut Vec<Observation>) {
+    let stats = &mut d.stats;
     stats.frames += 1;
     let Ok(sliced) = SlicedPacket::from_ethernet(frame.data) else {
         stats.malformed_frames += 1;
@@ -121,8 +139,8 @@ pub fn dissect(frame: &Frame<'_>, stats: &mut DissectStats, out: &mut Vec<Observ
         dst_port,
         payload,
     };
-    dispatch(&packet, stats, out);
+    dispatch(d, &packet, out);
 }
 
 /// Hands the packet to the protocol parsers its ports point at.
-fn dispatch(_packet: &Packet<'_>, _stats: &mut DissectStats, _out: &mut Vec<Observation>) {}
+fn dispatch(_d: &mut Dissector, _packet: &Packet<'_>, _out: &mut Vec<Observation>) {}

@@ -1,0 +1,10 @@
+//! `cargo xtask package`.
+
+use anyhow::Result;
+
+#[derive(clap::Args, Default)]
+pub struct Args {}
+
+pub fn run(_args: &Args) -> Result<()> {
+    anyhow::bail!("`cargo xtask package` is not written yet")
+}

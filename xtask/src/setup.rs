@@ -1,0 +1,194 @@
+//! `cargo xtask setup`: installs what the build and tests need on a fresh
+//! Debian machine (as root). Each step checks first, so a second run only
+//! checks.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+use crate::util::{self, have};
+
+/// Debian packages: the simulated home (iproute2, nftables, conntrack,
+/// dnsmasq, iperf3, udhcpc, dig, curl, openssl, tcpdump), eBPF inspection
+/// (bpftool), the browser tests (chromium + driver), and packaging checks
+/// (file, binutils for readelf).
+pub const DEBIAN_PACKAGES: &[&str] = &[
+    "iproute2",
+    "nftables",
+    "conntrack",
+    "dnsmasq-base",
+    "iperf3",
+    "udhcpc",
+    "dnsutils",
+    "curl",
+    "openssl",
+    "tcpdump",
+    "iputils-ping",
+    "ethtool",
+    "bpftool",
+    "chromium",
+    "chromium-driver",
+    "file",
+    "binutils",
+    "procps",
+    "psmisc",
+];
+
+/// Programs whose presence shows the packages above are installed.
+const PROBES: &[&str] = &[
+    "ip",
+    "nft",
+    "conntrack",
+    "dnsmasq",
+    "iperf3",
+    "udhcpc",
+    "dig",
+    "curl",
+    "openssl",
+    "tcpdump",
+    "ping",
+    "ethtool",
+    "bpftool",
+    "chromium",
+    "chromedriver",
+    "file",
+    "readelf",
+    "pkill",
+];
+
+/// Where bpf-linker is built and kept between runs.
+pub fn tools_dir() -> PathBuf {
+    let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
+    PathBuf::from(home).join(".cache/iot-inspector/bpf-linker")
+}
+
+pub fn bpf_linker_bin() -> PathBuf {
+    tools_dir().join("bin")
+}
+
+/// Whether anything is missing (so other commands know to run setup).
+pub fn needed() -> bool {
+    !PROBES.iter().all(|p| have(p))
+        || !bpf_linker_bin().join("bpf-linker").exists()
+        || !nightly_has_rust_src()
+}
+
+pub fn ensure() -> Result<()> {
+    if needed() { run_setup() } else { Ok(()) }
+}
+
+pub fn run() -> Result<()> {
+    run_setup()
+}
+
+fn run_setup() -> Result<()> {
+    debian_packages()?;
+    rust_src()?;
+    bpf_linker()?;
+    eprintln!("setup: everything is in place");
+    Ok(())
+}
+
+fn debian_packages() -> Result<()> {
+    if PROBES.iter().all(|p| have(p)) {
+        return Ok(());
+    }
+    if !have("apt-get") {
+        bail!(
+            "setup needs Debian's apt-get to install {DEBIAN_PACKAGES:?}; install them by hand on this system"
+        );
+    }
+    util::run(Command::new("apt-get").args(["update", "-qq"]))?;
+    util::run(
+        Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(DEBIAN_PACKAGES)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+}
+
+fn nightly_has_rust_src() -> bool {
+    Command::new("rustup")
+        .args(["component", "list", "--installed", "--toolchain", "nightly"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("rust-src"))
+        .unwrap_or(false)
+}
+
+fn rust_src() -> Result<()> {
+    if nightly_has_rust_src() {
+        return Ok(());
+    }
+    util::run(Command::new("rustup").args([
+        "toolchain",
+        "install",
+        "nightly",
+        "--profile",
+        "minimal",
+    ]))?;
+    util::run(Command::new("rustup").args([
+        "component",
+        "add",
+        "rust-src",
+        "--toolchain",
+        "nightly",
+    ]))
+}
+
+/// bpf-linker must use the LLVM of the nightly rustc (22). Debian has no
+/// LLVM 22, but nightly ships it as a shared library; link against that.
+fn bpf_linker() -> Result<()> {
+    let prefix = tools_dir();
+    if prefix.join("bin/bpf-linker").exists() {
+        return Ok(());
+    }
+    let out = Command::new("rustc")
+        .args(["+nightly", "--print", "sysroot"])
+        .output()
+        .context("running rustc +nightly")?;
+    let sysroot = PathBuf::from(String::from_utf8(out.stdout)?.trim());
+    let lib = prefix.join("lib");
+    std::fs::create_dir_all(&lib)?;
+    let llvm = std::fs::read_dir(sysroot.join("lib"))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("libLLVM.so.") && n.contains("-rust-"))
+        })
+        .context("nightly toolchain has no libLLVM.so.*-rust-* to build bpf-linker against")?;
+    for name in [
+        "libLLVM.so".to_string(),
+        llvm.file_name().unwrap().to_string_lossy().into_owned(),
+    ] {
+        let link = lib.join(name);
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&llvm, &link)?;
+    }
+    let major = llvm
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .trim_start_matches("libLLVM.so.")
+        .split('.')
+        .next()
+        .unwrap_or("22")
+        .to_string();
+    util::run(
+        Command::new("cargo")
+            .args([
+                "install",
+                "bpf-linker",
+                "--version",
+                "0.13.0",
+                "--locked",
+                "--no-default-features",
+            ])
+            .args(["--features", &format!("llvm-{major}")])
+            .arg("--root")
+            .arg(&prefix)
+            .env("LLVM_PREFIX", &prefix),
+    )
+}
