@@ -1,1 +1,549 @@
-//! lab
+//! The simulated home: network namespaces on one machine, shared by the
+//! end-to-end tests and `cargo xtask demo`.
+//!
+//! ```text
+//!  device namespaces (eth0)          gw namespace                  wan namespace
+//!  cam  192.0.2.10  2001:db8:1::10 ─ p0 ┐
+//!  plug 192.0.2.11  2001:db8:1::11 ─ p1 ├ br-lan 192.0.2.1 ── wan0 ═ eth0 198.51.100.2
+//!  …                                    ┘  2001:db8:1::1        198.51.100.1   servers on 203.0.113.0/24
+//!                                                                                  and 2001:db8:ee::/64
+//! ```
+//!
+//! Only documentation ranges are used (192.0.2.0/24, 198.51.100.0/24,
+//! 203.0.113.0/24, 2001:db8::/32). Every namespace name starts with
+//! [`PREFIX`] and the creating process id, so a later run removes what a
+//! crashed one left behind; [`Lab`]'s `Drop` removes everything it made.
+
+pub mod home;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+/// Namespaces made by this crate start with this.
+pub const PREFIX: &str = "iil";
+
+/// The upstream server addresses the wan namespace answers on.
+pub const SERVER_V4: &str = "203.0.113.10";
+pub const SERVER2_V4: &str = "203.0.113.20";
+pub const SERVER_V6: &str = "2001:db8:ee::10";
+pub const GW_V4: &str = "192.0.2.1";
+pub const GW_V6: &str = "2001:db8:1::1";
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// Runs a command and fails with its output when it fails.
+pub fn sh(cmd: &mut Command) -> Result<Output> {
+    let shown = format!("{cmd:?}");
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("starting {shown}"))?;
+    if !out.status.success() {
+        bail!(
+            "{shown} failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(out)
+}
+
+/// A network namespace this crate created.
+#[derive(Clone, Debug)]
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    fn create(name: &str) -> Result<Netns> {
+        sh(Command::new("ip").args(["netns", "add", name]))?;
+        let ns = Netns {
+            name: name.to_string(),
+        };
+        ns.ip(&["link", "set", "lo", "up"])?;
+        // No duplicate address detection: addresses are usable at once.
+        ns.sysctl("net.ipv6.conf.all.accept_dad", "0")?;
+        ns.sysctl("net.ipv6.conf.default.accept_dad", "0")?;
+        Ok(ns)
+    }
+
+    /// A command that runs inside the namespace.
+    pub fn cmd(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name, program]);
+        c
+    }
+
+    /// Runs a command inside the namespace and waits for it.
+    pub fn run(&self, program: &str, args: &[&str]) -> Result<Output> {
+        sh(self.cmd(program).args(args))
+    }
+
+    pub fn ip(&self, args: &[&str]) -> Result<Output> {
+        let mut c = Command::new("ip");
+        c.args(["-n", &self.name]).args(args);
+        sh(&mut c)
+    }
+
+    pub fn sysctl(&self, key: &str, value: &str) -> Result<()> {
+        self.run("sysctl", &["-qw", &format!("{key}={value}")])?;
+        Ok(())
+    }
+
+    /// Applies an nftables ruleset inside the namespace.
+    pub fn nft(&self, ruleset: &str) -> Result<()> {
+        let mut child = self
+            .cmd("nft")
+            .args(["-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(ruleset.as_bytes())?;
+        let out = child.wait_with_output()?;
+        if !out.status.success() {
+            bail!("nft -f failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(())
+    }
+
+    /// Processes running inside the namespace.
+    pub fn pids(&self) -> Vec<i32> {
+        Command::new("ip")
+            .args(["netns", "pids", &self.name])
+            .output()
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .split_whitespace()
+                    .filter_map(|p| p.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn destroy(&self) {
+        for pid in self.pids() {
+            // SAFETY: plain kill(2).
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// Removes namespaces left by lab processes that no longer run.
+pub fn sweep_stale() {
+    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let name = line.split_whitespace().next().unwrap_or("");
+        let Some(rest) = name.strip_prefix(PREFIX) else {
+            continue;
+        };
+        let pid_hex: String = rest.chars().take_while(|c| *c != 'x').collect();
+        let Ok(pid) = i32::from_str_radix(&pid_hex, 16) else {
+            continue;
+        };
+        // SAFETY: kill(pid, 0) only checks existence.
+        let alive = unsafe { libc::kill(pid, 0) } == 0;
+        if !alive {
+            Netns {
+                name: name.to_string(),
+            }
+            .destroy();
+        }
+    }
+}
+
+/// One device of the simulated home.
+#[derive(Clone, Debug)]
+pub struct Device {
+    pub name: String,
+    pub ns: Netns,
+    pub mac: String,
+    pub ipv4: String,
+    pub ipv6: String,
+    /// The gw-side port it hangs off.
+    pub port: String,
+    pub vlan: Option<u16>,
+}
+
+/// What a device looks like before it joins.
+#[derive(Clone, Debug)]
+pub struct DeviceSpec {
+    pub name: &'static str,
+    pub mac: &'static str,
+    /// Last octet of its addresses (192.0.2.N, 2001:db8:1::N).
+    pub host: u8,
+    /// Behind a VLAN-tagged port (the tag is added and removed on the port pair).
+    pub vlan: Option<u16>,
+}
+
+/// The simulated home.
+pub struct Lab {
+    pub id: String,
+    pub gw: Netns,
+    pub wan: Netns,
+    pub devices: Vec<Device>,
+    /// Scratch directory: bpffs mount, database, socket, logs.
+    pub dir: PathBuf,
+    bpffs: PathBuf,
+    children: Vec<Child>,
+    next_port: u32,
+}
+
+impl Lab {
+    /// Builds gw, wan and the given devices. Needs root.
+    pub fn new(devices: &[DeviceSpec]) -> Result<Lab> {
+        sweep_stale();
+        let id = format!(
+            "{PREFIX}{:x}x{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::SeqCst)
+        );
+        let dir = std::env::temp_dir().join(&id);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        let bpffs = dir.join("bpffs");
+        std::fs::create_dir_all(&bpffs)?;
+        sh(Command::new("mount").args(["-t", "bpf", "bpf"]).arg(&bpffs))?;
+        let mut lab = Lab {
+            gw: Netns {
+                name: format!("{id}-gw"),
+            },
+            wan: Netns {
+                name: format!("{id}-wan"),
+            },
+            id,
+            devices: Vec::new(),
+            dir,
+            bpffs,
+            children: Vec::new(),
+            next_port: 0,
+        };
+        lab.build_core()?;
+        for d in devices {
+            lab.add_device(d)?;
+        }
+        Ok(lab)
+    }
+
+    fn build_core(&mut self) -> Result<()> {
+        self.gw = Netns::create(&self.gw.name)?;
+        self.wan = Netns::create(&self.wan.name)?;
+        let gw = &self.gw;
+        let wan = &self.wan;
+        gw.ip(&["link", "add", "br-lan", "type", "bridge"])?;
+        gw.ip(&["addr", "add", "192.0.2.1/24", "dev", "br-lan"])?;
+        gw.ip(&["addr", "add", "2001:db8:1::1/64", "dev", "br-lan", "nodad"])?;
+        gw.ip(&["link", "set", "br-lan", "up"])?;
+        gw.ip(&[
+            "link", "add", "wan0", "type", "veth", "peer", "name", "eth0", "netns", &wan.name,
+        ])?;
+        gw.ip(&["addr", "add", "198.51.100.1/24", "dev", "wan0"])?;
+        gw.ip(&["addr", "add", "2001:db8:ff::1/64", "dev", "wan0", "nodad"])?;
+        gw.ip(&["link", "set", "wan0", "up"])?;
+        gw.sysctl("net.ipv4.ip_forward", "1")?;
+        gw.sysctl("net.ipv6.conf.all.forwarding", "1")?;
+        gw.ip(&["route", "add", "203.0.113.0/24", "via", "198.51.100.2"])?;
+        gw.ip(&["-6", "route", "add", "2001:db8:ee::/64", "via", "2001:db8:ff::2"])?;
+        wan.ip(&["addr", "add", "198.51.100.2/24", "dev", "eth0"])?;
+        wan.ip(&["addr", "add", "2001:db8:ff::2/64", "dev", "eth0", "nodad"])?;
+        wan.ip(&["link", "set", "eth0", "up"])?;
+        for a in [SERVER_V4, SERVER2_V4, "203.0.113.30", "203.0.113.40"] {
+            wan.ip(&["addr", "add", &format!("{a}/32"), "dev", "lo"])?;
+        }
+        for a in [SERVER_V6, "2001:db8:ee::20"] {
+            wan.ip(&["addr", "add", &format!("{a}/128"), "dev", "lo", "nodad"])?;
+        }
+        wan.ip(&["route", "add", "192.0.2.0/24", "via", "198.51.100.1"])?;
+        wan.ip(&["-6", "route", "add", "2001:db8:1::/64", "via", "2001:db8:ff::1"])?;
+        Ok(())
+    }
+
+    /// Adds a device namespace on a new bridge port (also while the daemon runs).
+    pub fn add_device(&mut self, spec: &DeviceSpec) -> Result<Device> {
+        let ns = Netns::create(&format!("{}-{}", self.id, spec.name))?;
+        let port = format!("p{}", self.next_port);
+        self.next_port += 1;
+        let gw = &self.gw;
+        gw.ip(&[
+            "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns.name,
+        ])?;
+        ns.ip(&["link", "set", "eth0", "address", spec.mac])?;
+        // A real device sends MTU-sized frames: no TSO/GSO super-packets.
+        // A real LAN carries MTU-sized frames: segmentation offloads off on
+        // both ends of the link, so what crosses it is what a wire would
+        // carry (veth would otherwise pass 64 kB GSO super-packets through).
+        for feature in ["tso", "gso", "gro", "tx-udp-segmentation"] {
+            // Some features are missing on some kernels; each is best effort.
+            let _ = ns.run("ethtool", &["-K", "eth0", feature, "off"]);
+            let _ = gw.run("ethtool", &["-K", &port, feature, "off"]);
+        }
+        ns.ip(&["link", "set", "eth0", "up"])?;
+        let dev_if = match spec.vlan {
+            Some(vid) => {
+                // Tagged between the device and the gw port; the gw side
+                // unwraps the tag on a VLAN interface that joins the bridge,
+                // so the trunk port carries 802.1Q frames.
+                let v = vid.to_string();
+                ns.ip(&["link", "add", "link", "eth0", "name", "eth0.v", "type", "vlan", "id", &v])?;
+                ns.ip(&["link", "set", "eth0.v", "up"])?;
+                gw.ip(&["link", "set", &port, "up"])?;
+                let sub = format!("{port}.{vid}");
+                gw.ip(&["link", "add", "link", &port, "name", &sub, "type", "vlan", "id", &v])?;
+                gw.ip(&["link", "set", &sub, "master", "br-lan"])?;
+                gw.ip(&["link", "set", &sub, "up"])?;
+                "eth0.v"
+            }
+            None => {
+                gw.ip(&["link", "set", &port, "master", "br-lan"])?;
+                gw.ip(&["link", "set", &port, "up"])?;
+                "eth0"
+            }
+        };
+        let ipv4 = format!("192.0.2.{}", spec.host);
+        let ipv6 = format!("2001:db8:1::{:x}", spec.host);
+        ns.ip(&["addr", "add", &format!("{ipv4}/24"), "dev", dev_if])?;
+        ns.ip(&["addr", "add", &format!("{ipv6}/64"), "dev", dev_if, "nodad"])?;
+        ns.ip(&["route", "add", "default", "via", GW_V4])?;
+        ns.ip(&["-6", "route", "add", "default", "via", GW_V6])?;
+        let dev = Device {
+            name: spec.name.to_string(),
+            ns,
+            mac: spec.mac.to_lowercase(),
+            ipv4,
+            ipv6,
+            port: match spec.vlan {
+                Some(v) => format!("{port}.{v}"),
+                None => port,
+            },
+            vlan: spec.vlan,
+        };
+        self.devices.push(dev.clone());
+        Ok(dev)
+    }
+
+    pub fn device(&self, name: &str) -> &Device {
+        self.devices
+            .iter()
+            .find(|d| d.name == name)
+            .unwrap_or_else(|| panic!("no device {name} in the lab"))
+    }
+
+    /// Keeps a background process to be killed when the lab goes.
+    pub fn adopt(&mut self, child: Child) -> &mut Child {
+        self.children.push(child);
+        self.children.last_mut().unwrap()
+    }
+
+    /// Where the daemon pins its maps (a bpffs the lab mounted).
+    pub fn pin_dir(&self) -> PathBuf {
+        self.bpffs.join("iot-inspector")
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("api.sock")
+    }
+
+    pub fn database(&self) -> PathBuf {
+        self.dir.join("db.redb")
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for d in &self.devices {
+            d.ns.destroy();
+        }
+        self.wan.destroy();
+        self.gw.destroy();
+        let _ = Command::new("umount").arg("-l").arg(&self.bpffs).status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The daemon under test, started in the gw namespace.
+pub struct Daemon {
+    pub child: Child,
+    pub socket: PathBuf,
+    pub log: PathBuf,
+}
+
+/// Where the build put things: `IOT_INSPECTOR_BIN` / `IOT_INSPECTOR_BPF`, else
+/// the workspace's target directory.
+pub fn daemon_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("IOT_INSPECTOR_BIN") {
+        return p.into();
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    for profile in ["debug", "release"] {
+        let p = target.join(profile).join("iot-inspector");
+        if p.exists() {
+            return p;
+        }
+    }
+    target.join("debug/iot-inspector")
+}
+
+pub fn bpf_object() -> PathBuf {
+    if let Some(p) = std::env::var_os("IOT_INSPECTOR_BPF") {
+        return p.into();
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .join("target/bpf/iot-inspector.bpf.o")
+}
+
+impl Lab {
+    /// Starts `iot-inspector run` in gw and waits until its API answers.
+    pub fn start_daemon(&mut self, extra: &[&str]) -> Result<Daemon> {
+        let bin = daemon_binary();
+        let obj = bpf_object();
+        if !bin.exists() || !obj.exists() {
+            bail!(
+                "build first: {} and {} are needed (`cargo xtask build`)",
+                bin.display(),
+                obj.display()
+            );
+        }
+        let log = self.dir.join("daemon.log");
+        let logf = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)?;
+        let config = self.dir.join("config");
+        if !config.exists() {
+            std::fs::write(&config, "config iot-inspector 'main'\n\tlist lan 'br-lan'\n")?;
+        }
+        let socket = self.socket();
+        let mut cmd = self.gw.cmd(bin.to_str().unwrap());
+        cmd.arg("--socket")
+            .arg(&socket)
+            .arg("run")
+            .arg("--config")
+            .arg(&config)
+            .arg("--bpf-object")
+            .arg(&obj)
+            .arg("--database")
+            .arg(self.database())
+            .arg("--pin-dir")
+            .arg(self.pin_dir())
+            .args(["--window", "1"])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(logf.try_clone()?)
+            .stderr(logf);
+        let child = cmd.spawn()?;
+        let d = Daemon {
+            child,
+            socket,
+            log,
+        };
+        d.wait_ready(Duration::from_secs(20))?;
+        Ok(d)
+    }
+}
+
+impl Daemon {
+    /// Waits until the API answers /v1/status with at least one port.
+    pub fn wait_ready(&self, within: Duration) -> Result<()> {
+        let until = Instant::now() + within;
+        while Instant::now() < until {
+            if let Ok(v) = self.get("/v1/status") {
+                if v["ports"].as_array().is_some_and(|p| !p.is_empty()) {
+                    return Ok(());
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bail!("the daemon did not come up; its log:\n{}", self.log_text())
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// GETs an API path with curl over the unix socket.
+    pub fn get(&self, path: &str) -> Result<serde_json::Value> {
+        let out = sh(Command::new("curl")
+            .args(["-fsS", "--max-time", "5", "--unix-socket"])
+            .arg(&self.socket)
+            .arg(format!("http://localhost{path}")))?;
+        Ok(serde_json::from_slice(&out.stdout)?)
+    }
+
+    /// Waits until a window ending after `after_unix` has been stored.
+    pub fn wait_window_after(&self, after_unix: u64, within: Duration) -> Result<()> {
+        let until = Instant::now() + within;
+        while Instant::now() < until {
+            if let Ok(v) = self.get("/v1/status") {
+                if v["last_window_end"].as_u64().unwrap_or(0) > after_unix {
+                    return Ok(());
+                }
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        bail!("no window after {after_unix} was stored")
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Stops the daemon with SIGTERM (a clean stop) and waits.
+    pub fn stop(mut self) -> Result<std::process::ExitStatus> {
+        // SAFETY: plain kill(2) of our child.
+        unsafe { libc::kill(self.pid(), libc::SIGTERM) };
+        let until = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < until {
+            if let Some(st) = self.child.try_wait()? {
+                return Ok(st);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        bail!("the daemon did not stop within 10 s")
+    }
+
+    /// Kills the daemon with SIGKILL (no cleanup at all).
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Unix time now.
+pub fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}

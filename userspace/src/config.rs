@@ -1,1 +1,231 @@
-//! TODO
+//! The daemon's settings: the `config iot-inspector 'main'` section of the
+//! UCI file (`/etc/config/iot-inspector` on OpenWrt, any path elsewhere),
+//! overridden by command-line flags.
+//!
+//! Invalid values are rejected with the section, option and value named; the
+//! caller keeps running with the last good configuration.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+use crate::store::Retention;
+use crate::time::parse_duration;
+use crate::uci;
+
+pub const DEFAULT_CONFIG: &str = "/etc/config/iot-inspector";
+pub const DEFAULT_SOCKET: &str = "/var/run/iot-inspector.sock";
+pub const DEFAULT_DATABASE: &str = "/tmp/iot-inspector/iot-inspector.redb";
+pub const DEFAULT_BPF_OBJECT: &str = "/usr/lib/iot-inspector/iot-inspector.bpf.o";
+
+/// Settings of the running daemon.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Settings {
+    /// Bridges (their member ports are followed) or plain interfaces.
+    pub lan: Vec<String>,
+    pub window_secs: u64,
+    pub database: PathBuf,
+    pub socket: PathBuf,
+    pub bpf_object: PathBuf,
+    pub pin_dir: PathBuf,
+    pub flow_table_size: u32,
+    /// Flows idle this long are removed from the kernel table.
+    pub idle_secs: u64,
+    pub retention: Retention,
+    /// Standalone dashboard address (`None` = off).
+    pub dashboard: Option<SocketAddr>,
+    /// Token the dashboard requires on non-loopback addresses.
+    pub token: Option<String>,
+    pub log_level: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            lan: vec!["br-lan".into()],
+            window_secs: 5,
+            database: DEFAULT_DATABASE.into(),
+            socket: DEFAULT_SOCKET.into(),
+            bpf_object: DEFAULT_BPF_OBJECT.into(),
+            pin_dir: crate::datapath::DEFAULT_PIN_DIR.into(),
+            flow_table_size: iot_inspector_common::DEFAULT_FLOW_ENTRIES,
+            idle_secs: 120,
+            retention: Retention::default(),
+            dashboard: None,
+            token: None,
+            log_level: "info".into(),
+        }
+    }
+}
+
+/// A bad option, named the way the owner wrote it.
+fn bad(section: &str, option: &str, value: &str, why: impl std::fmt::Display) -> anyhow::Error {
+    anyhow::anyhow!("config section '{section}', option '{option}' = '{value}': {why}")
+}
+
+impl Settings {
+    /// Reads the UCI file; a missing file gives the defaults.
+    pub fn load(path: &Path) -> Result<Settings> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Settings::default()),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        let sections =
+            uci::parse(&text).with_context(|| format!("in {}", path.display()))?;
+        Settings::from_sections(&sections).with_context(|| format!("in {}", path.display()))
+    }
+
+    /// Builds settings from the `iot-inspector` section (named `main`, or the
+    /// first of its type).
+    pub fn from_sections(sections: &[uci::Section]) -> Result<Settings> {
+        let mut s = Settings::default();
+        let Some(main) = sections
+            .iter()
+            .find(|x| x.kind == "iot-inspector" && x.name.as_deref() == Some("main"))
+            .or_else(|| sections.iter().find(|x| x.kind == "iot-inspector"))
+        else {
+            return Ok(s);
+        };
+        let name = main.name.clone().unwrap_or_else(|| "iot-inspector".into());
+        let n = name.as_str();
+        let lan = main.list("lan");
+        if !lan.is_empty() {
+            for l in &lan {
+                if l.is_empty() || l.len() > 15 || l.contains('/') || l.contains(char::is_whitespace) {
+                    return Err(bad(n, "lan", l, "not an interface name"));
+                }
+            }
+            s.lan = lan.iter().map(|x| x.to_string()).collect();
+        }
+        if let Some(v) = main.get("window") {
+            let secs = secs_of(n, "window", v)?;
+            if !(1..=60).contains(&secs) {
+                return Err(bad(n, "window", v, "must be between 1 and 60 seconds"));
+            }
+            s.window_secs = secs;
+        }
+        if let Some(v) = main.get("database") {
+            s.database = abs_path(n, "database", v)?;
+        }
+        if let Some(v) = main.get("socket") {
+            s.socket = abs_path(n, "socket", v)?;
+        }
+        if let Some(v) = main.get("bpf_object") {
+            s.bpf_object = abs_path(n, "bpf_object", v)?;
+        }
+        if let Some(v) = main.get("pin_dir") {
+            s.pin_dir = abs_path(n, "pin_dir", v)?;
+        }
+        if let Some(v) = main.get("flow_table_size") {
+            let size: u32 = v
+                .parse()
+                .map_err(|_| bad(n, "flow_table_size", v, "not a number"))?;
+            if !(1024..=1 << 22).contains(&size) {
+                return Err(bad(n, "flow_table_size", v, "must be between 1024 and 4194304"));
+            }
+            s.flow_table_size = size;
+        }
+        if let Some(v) = main.get("idle_timeout") {
+            s.idle_secs = secs_of(n, "idle_timeout", v)?.max(10);
+        }
+        for (opt, slot, min) in [
+            ("retention_raw", &mut s.retention.raw_secs, 120),
+            ("retention_minute", &mut s.retention.minute_secs, 3600),
+            ("retention_hour", &mut s.retention.hour_secs, 86400),
+        ] {
+            if let Some(v) = main.get(opt) {
+                let secs = secs_of(n, opt, v)?;
+                if secs < min {
+                    return Err(bad(n, opt, v, format!("must be at least {min} seconds")));
+                }
+                *slot = secs;
+            }
+        }
+        if let Some(v) = main.get("dashboard") {
+            s.dashboard = match v {
+                "" | "0" | "off" => None,
+                _ => Some(v.parse().map_err(|_| {
+                    bad(n, "dashboard", v, "not an address:port (e.g. 127.0.0.1:8088)")
+                })?),
+            };
+        }
+        if let Some(v) = main.get("token") {
+            s.token = (!v.is_empty()).then(|| v.to_string());
+        }
+        if let Some(v) = main.get("log_level") {
+            if !matches!(v, "error" | "warn" | "info" | "debug" | "trace") {
+                return Err(bad(n, "log_level", v, "use error, warn, info, debug or trace"));
+            }
+            s.log_level = v.to_string();
+        }
+        s.validate()?;
+        Ok(s)
+    }
+
+    /// Checks combinations of options.
+    pub fn validate(&self) -> Result<()> {
+        if let Some(addr) = self.dashboard {
+            if !addr.ip().is_loopback() && self.token.is_none() {
+                bail!(
+                    "config option 'dashboard' = '{addr}' is not a loopback address, so option 'token' must be set"
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+fn secs_of(section: &str, option: &str, v: &str) -> Result<u64> {
+    parse_duration(v)
+        .map(|d| d.as_secs())
+        .map_err(|e| bad(section, option, v, e))
+}
+
+fn abs_path(section: &str, option: &str, v: &str) -> Result<PathBuf> {
+    let p = PathBuf::from(v);
+    if !p.is_absolute() {
+        return Err(bad(section, option, v, "must be an absolute path"));
+    }
+    Ok(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(text: &str) -> Result<Settings> {
+        Settings::from_sections(&uci::parse(text).unwrap())
+    }
+
+    #[test]
+    fn defaults_and_overrides() {
+        let s = settings("").unwrap();
+        assert_eq!(s, Settings::default());
+        let s = settings(
+            "config iot-inspector 'main'\n\tlist lan 'br-lan'\n\tlist lan 'wlan1'\n\toption window '10'\n\toption retention_raw '2h'\n",
+        )
+        .unwrap();
+        assert_eq!(s.lan, vec!["br-lan", "wlan1"]);
+        assert_eq!(s.window_secs, 10);
+        assert_eq!(s.retention.raw_secs, 7200);
+    }
+
+    #[test]
+    fn errors_name_section_option_and_value() {
+        let e = settings("config iot-inspector 'main'\n\toption window '25:00'\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("'main'") && e.contains("'window'") && e.contains("25:00"), "{e}");
+        let e = settings("config iot-inspector 'main'\n\toption flow_table_size 'lots'\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("flow_table_size") && e.contains("lots"), "{e}");
+        let e = settings("config iot-inspector 'main'\n\toption dashboard '0.0.0.0:8088'\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("token"), "{e}");
+        assert!(settings("config iot-inspector 'main'\n\toption database 'relative.redb'\n").is_err());
+    }
+}

@@ -1,1 +1,416 @@
-//! TODO
+//! The daemon: one task owns the live state (devices, cursors, the
+//! dissector) and the database writes; the API reads snapshots and the
+//! database. Every `window` seconds it reads the kernel's flow table, turns
+//! it into deltas, and commits one window; in between it follows LAN ports
+//! and dissects samples as they arrive.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv6Addr};
+use std::os::fd::{AsRawFd, RawFd};
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use iot_inspector_common::{FlowKey, direction, family};
+use serde::{Deserialize, Serialize};
+use tokio::io::unix::AsyncFd;
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::accounting::{Accountant, FlowDelta};
+use crate::config::Settings;
+use crate::datapath::{Datapath, LoadOptions, Ports, RawSample};
+use crate::dissect::{Direction, DissectStats, Dissector, Frame, Mac, Observation};
+use crate::inventory::Inventory;
+use crate::store::{DeviceRecord, FlowRecord, Store, WindowCommit};
+use crate::time::{Clock, boot_ns, unix_secs};
+
+/// What the API shows about the daemon itself.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Status {
+    pub version: String,
+    pub started: u64,
+    pub window_secs: u64,
+    pub ports: Vec<String>,
+    /// Kernel counters (frames, malformed, flows_created, samples_dropped, …).
+    pub kernel: BTreeMap<String, u64>,
+    pub flows_live: usize,
+    pub flow_capacity: u32,
+    /// Flows the kernel evicted from its full table before we read them.
+    pub flows_evicted: u64,
+    /// `flows_live / flow_capacity`, in percent.
+    pub flow_table_use_pct: f64,
+    pub samples_read: u64,
+    pub dissect: DissectStats,
+    pub last_window_end: u64,
+    /// Whether this run picked up the maps of an earlier one.
+    pub resumed: bool,
+    pub database_bytes: u64,
+    pub rss_kib: u64,
+}
+
+/// State shared with the API.
+#[derive(Default)]
+pub struct Shared {
+    pub status: RwLock<Status>,
+    pub devices: RwLock<Vec<DeviceRecord>>,
+}
+
+/// Options of `iot-inspector run`.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    pub settings: Settings,
+    /// The UCI file, re-read on SIGHUP.
+    pub config_path: Option<PathBuf>,
+}
+
+/// The ring buffer's fd, for tokio to wait on (the map is owned elsewhere).
+struct Fd(RawFd);
+impl AsRawFd for Fd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0
+    }
+}
+
+/// Samples handled per wake-up at most, so a burst cannot starve the rest.
+const SAMPLE_BATCH: usize = 2048;
+
+pub fn run(opts: RunOptions) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(run_async(opts))
+}
+
+struct Daemon {
+    settings: Settings,
+    datapath: Datapath,
+    ports: Ports,
+    store: Arc<Store>,
+    shared: Arc<Shared>,
+    accountant: Accountant,
+    inventory: Inventory,
+    dissector: Dissector,
+    samples: Vec<RawSample>,
+    observations: Vec<Observation>,
+    samples_read: u64,
+    started: u64,
+}
+
+async fn run_async(opts: RunOptions) -> Result<()> {
+    let settings = opts.settings.clone();
+    let store = Arc::new(Store::open(&settings.database)?);
+    let datapath = Datapath::load(&LoadOptions {
+        object: settings.bpf_object.clone(),
+        pin_dir: settings.pin_dir.clone(),
+        flow_entries: settings.flow_table_size,
+    })?;
+    let mut accountant = Accountant::new();
+    if datapath.resumed {
+        let cursors = store.cursors()?;
+        log::info!(
+            "picked up the kernel maps of an earlier run ({} flow cursors)",
+            cursors.len()
+        );
+        accountant.restore(cursors);
+    } else {
+        store.clear_cursors()?;
+    }
+    let mut inventory = Inventory::new();
+    inventory.restore(store.devices()?);
+    let ports = Ports::new(settings.lan.clone(), datapath.pin_dir());
+    let shared = Arc::new(Shared::default());
+    let listener = crate::api::bind(&settings.socket)?;
+    tokio::spawn(crate::api::serve(listener, shared.clone(), store.clone()));
+
+    let mut d = Daemon {
+        settings,
+        datapath,
+        ports,
+        store,
+        shared,
+        accountant,
+        inventory,
+        dissector: Dissector::new(),
+        samples: Vec::with_capacity(256),
+        observations: Vec::with_capacity(64),
+        samples_read: 0,
+        started: unix_secs(),
+    };
+    d.sync_ports();
+    let samples_fd = match d.datapath.samples_fd() {
+        // SAFETY: the fd belongs to the ring buffer owned by `d.datapath`,
+        // which is declared before `samples_fd` and so outlives it.
+        Some(fd) => Some(
+            unsafe { AsyncFd::register_with_interest(Fd(fd), tokio::io::Interest::READABLE) }
+                .map_err(|e| anyhow::anyhow!("watching the sample ring buffer: {e}"))?,
+        ),
+        None => None,
+    };
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sighup = signal(SignalKind::hangup())?;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut window_end = next_boundary(unix_secs(), d.settings.window_secs);
+    d.publish_status(0);
+    log::info!(
+        "counting on {:?} (ports {:?}), window {} s, API on {}",
+        d.settings.lan,
+        d.ports.attached(),
+        d.settings.window_secs,
+        d.settings.socket.display()
+    );
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                d.sync_ports();
+                d.datapath.flush_log();
+                d.drain_samples();
+                let now = unix_secs();
+                if now >= window_end {
+                    d.window(window_end)?;
+                    window_end = next_boundary(now, d.settings.window_secs);
+                }
+            }
+            ready = async {
+                match &samples_fd {
+                    Some(fd) => fd.readable().await.map(Some),
+                    None => std::future::pending().await,
+                }
+            } => {
+                if let Ok(Some(mut guard)) = ready {
+                    d.drain_samples();
+                    guard.clear_ready();
+                }
+            }
+            _ = sighup.recv() => {
+                d.reload(opts.config_path.as_deref());
+            }
+            _ = sigterm.recv() => break,
+            _ = sigint.recv() => break,
+        }
+    }
+    d.stop()
+}
+
+/// The end of the window that contains `now`.
+fn next_boundary(now: u64, window: u64) -> u64 {
+    (now / window + 1) * window
+}
+
+impl Daemon {
+    fn sync_ports(&mut self) {
+        let report = self.ports.sync(self.datapath.ebpf_mut());
+        for p in &report.added {
+            log::info!("attached to LAN port {p}");
+        }
+        for p in &report.removed {
+            log::info!("LAN port {p} left");
+        }
+        for (p, e) in &report.failed {
+            log::warn!("could not attach to {p}: {e}");
+        }
+        if !(report.added.is_empty() && report.removed.is_empty()) {
+            self.shared.status.write().unwrap().ports = self.ports.attached();
+        }
+    }
+
+    fn drain_samples(&mut self) {
+        let clock = Clock::now();
+        loop {
+            self.samples.clear();
+            let n = self.datapath.drain_samples(SAMPLE_BATCH, &mut self.samples);
+            if n == 0 {
+                break;
+            }
+            self.samples_read += n as u64;
+            for s in std::mem::take(&mut self.samples) {
+                let frame = Frame {
+                    timestamp_ns: clock.boot_to_unix_ns(s.header.timestamp_ns),
+                    direction: if s.header.direction == direction::DOWN {
+                        Direction::Down
+                    } else {
+                        Direction::Up
+                    },
+                    data: &s.data,
+                };
+                self.observations.clear();
+                self.dissector.dissect(&frame, &mut self.observations);
+                let at = frame.timestamp_ns / 1_000_000_000;
+                for obs in self.observations.drain(..) {
+                    apply_observation(&mut self.inventory, &obs, at);
+                }
+            }
+            if n < SAMPLE_BATCH {
+                break;
+            }
+        }
+    }
+
+    /// Reads the kernel's counters and commits the window ending at `end`.
+    fn window(&mut self, end: u64) -> Result<()> {
+        let secs = self.settings.window_secs;
+        let start = end - secs;
+        let clock = Clock::now();
+        let mut deltas: Vec<FlowDelta> = Vec::new();
+        self.accountant.begin_round();
+        let accountant = &mut self.accountant;
+        let live = self.datapath.read_flows(|k, r| {
+            if let Some(d) = accountant.observe(k, r) {
+                deltas.push(d);
+            }
+        })?;
+        self.accountant.end_round();
+        let idle_before = boot_ns().saturating_sub(self.settings.idle_secs * 1_000_000_000);
+        for key in self.accountant.idle(idle_before) {
+            let last = self.datapath.remove_flow(&key)?;
+            if let Some(d) = self.accountant.removed(key, last) {
+                deltas.push(d);
+            }
+        }
+        let mut per_device: BTreeMap<Mac, Vec<FlowRecord>> = BTreeMap::new();
+        for d in &deltas {
+            let mac = Mac(d.key.device_mac);
+            let (device_ip, remote_ip) = key_ips(&d.key);
+            let seen = clock.boot_to_unix_ns(d.last_seen_ns) / 1_000_000_000;
+            self.inventory.seen(mac, device_ip, seen.min(end));
+            self.inventory.account(
+                mac,
+                (d.bytes_up, d.packets_up),
+                (d.bytes_down, d.packets_down),
+                seen.min(end),
+            );
+            per_device.entry(mac).or_default().push(FlowRecord {
+                device_ip,
+                remote_ip,
+                proto: d.key.proto,
+                remote_port: d.key.remote_port,
+                bytes_up: d.bytes_up,
+                bytes_down: d.bytes_down,
+                packets_up: d.packets_up,
+                packets_down: d.packets_down,
+                flows: 1,
+            });
+        }
+        for records in per_device.values_mut() {
+            *records = crate::store::merge_records(std::mem::take(records));
+        }
+        let (cursors_changed, cursors_dropped) = self.accountant.take_changes();
+        let commit = WindowCommit {
+            start,
+            secs,
+            per_device,
+            devices: self.inventory.take_dirty(),
+            cursors_changed,
+            cursors_dropped,
+        };
+        self.store
+            .commit_window(&commit, self.settings.retention)
+            .context("storing a window")?;
+        *self.shared.devices.write().unwrap() = self.inventory.list();
+        self.publish_status(live);
+        Ok(())
+    }
+
+    fn publish_status(&self, live: usize) {
+        let kernel = self
+            .datapath
+            .stats()
+            .map(|v| v.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+            .unwrap_or_default();
+        let cap = self.datapath.flow_capacity();
+        let mut st = self.shared.status.write().unwrap();
+        *st = Status {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            started: self.started,
+            window_secs: self.settings.window_secs,
+            ports: self.ports.attached(),
+            kernel,
+            flows_live: live,
+            flow_capacity: cap,
+            flows_evicted: self.accountant.evicted_total,
+            flow_table_use_pct: live as f64 * 100.0 / cap.max(1) as f64,
+            samples_read: self.samples_read,
+            dissect: self.dissector.stats.clone(),
+            last_window_end: self.store.last_window_end().ok().flatten().unwrap_or(0),
+            resumed: self.datapath.resumed,
+            database_bytes: Store::file_bytes(&self.settings.database),
+            rss_kib: rss_kib(),
+        };
+    }
+
+    fn reload(&mut self, path: Option<&std::path::Path>) {
+        let Some(path) = path else { return };
+        match Settings::load(path) {
+            Ok(mut s) => {
+                // Paths and map sizes take effect on restart; the rest now.
+                s.database = self.settings.database.clone();
+                s.socket = self.settings.socket.clone();
+                s.bpf_object = self.settings.bpf_object.clone();
+                s.pin_dir = self.settings.pin_dir.clone();
+                s.flow_table_size = self.settings.flow_table_size;
+                if s.lan != self.settings.lan {
+                    self.ports = Ports::new(s.lan.clone(), self.datapath.pin_dir());
+                }
+                self.settings = s;
+                log::info!("configuration reloaded from {}", path.display());
+            }
+            Err(e) => log::error!("keeping the running configuration: {e:#}"),
+        }
+    }
+
+    /// Clean stop: count what is left, detach, unpin, remove the socket.
+    fn stop(mut self) -> Result<()> {
+        log::info!("stopping");
+        let now = unix_secs();
+        let end = next_boundary(now, self.settings.window_secs);
+        self.drain_samples();
+        self.window(end)?;
+        self.ports.detach_all();
+        self.datapath.unpin_maps()?;
+        self.store.clear_cursors()?;
+        let _ = std::fs::remove_file(&self.settings.socket);
+        Ok(())
+    }
+}
+
+/// What an observation changes in the live state.
+fn apply_observation(inventory: &mut Inventory, obs: &Observation, at: u64) {
+    #[allow(irrefutable_let_patterns, unreachable_patterns)]
+    match obs {
+        Observation::Seen { mac, ip } => inventory.seen(*mac, *ip, at),
+        _ => {}
+    }
+}
+
+/// The device and remote addresses of a flow key (IPv4-mapped → IPv4).
+pub fn key_ips(k: &FlowKey) -> (Option<IpAddr>, Option<IpAddr>) {
+    let conv = |b: [u8; 16]| -> Option<IpAddr> {
+        if b == [0; 16] {
+            return None;
+        }
+        let v6 = Ipv6Addr::from(b);
+        Some(match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(v6),
+        })
+    };
+    match k.family {
+        family::IPV4 | family::IPV6 | family::NON_IP => (conv(k.device_ip), conv(k.remote_ip)),
+        _ => (None, None),
+    }
+}
+
+/// Resident memory of this process, from /proc.
+pub fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}

@@ -25,3 +25,4 @@ pub mod inventory;
 pub mod report;
 pub mod store;
 pub mod time;
+pub mod uci;

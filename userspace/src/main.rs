@@ -1,1 +1,165 @@
-fn main() {}
+//! `iot-inspector`: the daemon and its command line.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use iot_inspector::api::{DeviceView, FlowView, client};
+use iot_inspector::config::{self, Settings};
+use iot_inspector::daemon::{self, RunOptions, Status};
+use iot_inspector::report;
+
+#[derive(Parser)]
+#[command(
+    name = "iot-inspector",
+    version,
+    about = "See what every device on your network is, does and talks to"
+)]
+struct Cli {
+    /// The daemon's API socket.
+    #[arg(long, global = true, default_value = config::DEFAULT_SOCKET)]
+    socket: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon in the foreground.
+    Run(RunArgs),
+    /// List the devices on the network.
+    Devices {
+        /// Print JSON for programs.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show whom devices talk to.
+    Flows {
+        /// Only this device (MAC address).
+        #[arg(long)]
+        device: Option<String>,
+        /// How far back (30s, 20m, 1h, 7d).
+        #[arg(long, default_value = "20m")]
+        since: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the daemon's state and the kernel's counters.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// UCI configuration file.
+    #[arg(long, default_value = config::DEFAULT_CONFIG)]
+    config: PathBuf,
+    /// LAN bridges or interfaces (overrides the config's `lan`).
+    #[arg(long)]
+    lan: Vec<String>,
+    /// The eBPF object.
+    #[arg(long, env = "IOT_INSPECTOR_BPF")]
+    bpf_object: Option<PathBuf>,
+    /// The database file.
+    #[arg(long)]
+    database: Option<PathBuf>,
+    /// Directory on a bpffs for pinned maps and links.
+    #[arg(long)]
+    pin_dir: Option<PathBuf>,
+    /// Seconds per accounting window.
+    #[arg(long)]
+    window: Option<u64>,
+    /// Flow table entries.
+    #[arg(long)]
+    flow_table_size: Option<u32>,
+}
+
+fn main() {
+    if let Err(e) = real_main() {
+        eprintln!("iot-inspector: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn real_main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(a) => {
+            let mut s = Settings::load(&a.config)?;
+            if !a.lan.is_empty() {
+                s.lan = a.lan;
+            }
+            if let Some(p) = a.bpf_object {
+                s.bpf_object = p;
+            }
+            if let Some(p) = a.database {
+                s.database = p;
+            }
+            if let Some(p) = a.pin_dir {
+                s.pin_dir = p;
+            }
+            if let Some(w) = a.window {
+                s.window_secs = w.clamp(1, 60);
+            }
+            if let Some(n) = a.flow_table_size {
+                s.flow_table_size = n;
+            }
+            s.socket = cli.socket;
+            s.validate()?;
+            env_logger::Builder::new()
+                .parse_filters(&std::env::var("RUST_LOG").unwrap_or_else(|_| s.log_level.clone()))
+                .format_timestamp_secs()
+                .init();
+            daemon::run(RunOptions {
+                settings: s,
+                config_path: Some(a.config),
+            })
+        }
+        Command::Devices { json } => {
+            let devs: Vec<DeviceView> = client::get(&cli.socket, "/v1/devices")?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&devs)?);
+            } else {
+                print!("{}", report::devices(&devs));
+            }
+            Ok(())
+        }
+        Command::Flows {
+            device,
+            since,
+            json,
+        } => {
+            let mut path = format!("/v1/flows?since={since}");
+            if let Some(d) = device {
+                let mac: iot_inspector::dissect::Mac = d.parse()?;
+                path.push_str(&format!("&device={mac}"));
+            }
+            let flows: Vec<FlowView> = client::get(&cli.socket, &path)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&flows)?);
+            } else {
+                print!("{}", report::flows(&flows));
+            }
+            Ok(())
+        }
+        Command::Status { json } => {
+            let st: serde_json::Value = client::get(&cli.socket, "/v1/status")?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&st)?);
+            } else {
+                let st: Status = serde_json::from_value(st)?;
+                println!("iot-inspector {} — ports: {}", st.version, st.ports.join(", "));
+                println!(
+                    "flows: {} of {} ({:.1} %), evicted {}",
+                    st.flows_live, st.flow_capacity, st.flow_table_use_pct, st.flows_evicted
+                );
+                for (k, v) in &st.kernel {
+                    println!("  {k}: {v}");
+                }
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,1 +1,110 @@
-//! TODO
+//! Tables for people: what `iot-inspector devices` and `flows` print.
+
+use std::fmt::Write;
+
+use crate::api::{DeviceView, FlowView};
+
+/// `1234567` → `1.2 MB`.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u < UNITS.len() - 1 {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// Lays rows out in columns separated by two spaces.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            if i < widths.len() {
+                widths[i] = widths[i].max(c.chars().count());
+            }
+        }
+    }
+    let mut out = String::new();
+    let line = |cells: Vec<&str>, out: &mut String| {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            let pad = widths[i].saturating_sub(c.chars().count());
+            s.push_str(c);
+            if i + 1 < cells.len() {
+                s.push_str(&" ".repeat(pad + 2));
+            }
+        }
+        let _ = writeln!(out, "{}", s.trim_end());
+    };
+    line(header.to_vec(), &mut out);
+    for r in rows {
+        line(r.iter().map(String::as_str).collect(), &mut out);
+    }
+    out
+}
+
+/// Replaces control characters so a device's chosen name cannot drive the
+/// terminal (escape sequences in a DHCP hostname).
+pub fn inert(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+        .collect()
+}
+
+pub fn devices(devs: &[DeviceView]) -> String {
+    let rows: Vec<Vec<String>> = devs
+        .iter()
+        .map(|d| {
+            vec![
+                d.mac.to_string(),
+                d.ips
+                    .iter()
+                    .map(|i| i.to_string())
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                if d.online { "online" } else { "offline" }.to_string(),
+                bytes(d.bytes_up),
+                bytes(d.bytes_down),
+            ]
+        })
+        .collect();
+    table(&["DEVICE", "ADDRESSES", "STATE", "SENT", "RECEIVED"], &rows)
+}
+
+pub fn flows(flows: &[FlowView]) -> String {
+    let rows: Vec<Vec<String>> = flows
+        .iter()
+        .map(|f| {
+            vec![
+                f.device.to_string(),
+                f.remote_ip
+                    .map(|i| i.to_string())
+                    .unwrap_or_else(|| "(other)".into()),
+                format!("{}/{}", f.protocol, f.remote_port),
+                bytes(f.bytes_up),
+                bytes(f.bytes_down),
+            ]
+        })
+        .collect();
+    table(&["DEVICE", "REMOTE", "PROTO/PORT", "SENT", "RECEIVED"], &rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_tables() {
+        assert_eq!(bytes(999), "999 B");
+        assert_eq!(bytes(1_234_567), "1.2 MB");
+        let t = table(&["A", "BB"], &[vec!["xxx".into(), "y".into()]]);
+        assert_eq!(t, "A    BB\nxxx  y\n");
+        assert_eq!(inert("a\u{1b}[31mb"), "a\u{fffd}[31mb");
+    }
+}

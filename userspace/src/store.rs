@@ -1,1 +1,493 @@
-//! TODO
+//! The database (redb): traffic windows at three resolutions, devices, and
+//! the accounting cursors.
+//!
+//! Only the daemon's single writer task writes; API handlers read through
+//! their own read transactions (redb is MVCC, so readers never block it).
+//!
+//! | table | key | value |
+//! |---|---|---|
+//! | `windows_5s`, `windows_1m`, `windows_1h` | (start unix s, device MAC) | rmp-serde `Vec<FlowRecord>` |
+//! | `devices` | device MAC | rmp-serde [`DeviceRecord`] |
+//! | `cursors` | `FlowKey` bytes | [`Cursor`] bytes |
+//! | `meta` | name | u64 |
+//!
+//! A window and the cursors that produced it are committed in one
+//! transaction: after a crash either both are there or neither, so a restart
+//! neither loses nor repeats a window.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use iot_inspector_common::FlowKey;
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+use crate::accounting::{Cursor, key_bytes, key_from_bytes};
+use crate::dissect::Mac;
+
+type WindowTable = TableDefinition<'static, (u64, [u8; 6]), &'static [u8]>;
+
+const RAW: WindowTable = TableDefinition::new("windows_5s");
+const MINUTE: WindowTable = TableDefinition::new("windows_1m");
+const HOUR: WindowTable = TableDefinition::new("windows_1h");
+const DEVICES: TableDefinition<[u8; 6], &[u8]> = TableDefinition::new("devices");
+const CURSORS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("cursors");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+const META_ROLLED_MINUTE: &str = "rolled_minute";
+const META_ROLLED_HOUR: &str = "rolled_hour";
+const META_LAST_WINDOW: &str = "last_window_end";
+
+/// Flow records kept per device and window; the rest are summed into one
+/// "other" record so a flood of flows cannot grow the database without bound.
+pub const MAX_RECORDS_PER_WINDOW: usize = 256;
+
+/// A resolution of stored traffic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Tier {
+    /// The accounting window (5 s by default).
+    Raw,
+    Minute,
+    Hour,
+}
+
+impl Tier {
+    fn table(self) -> WindowTable {
+        match self {
+            Tier::Raw => RAW,
+            Tier::Minute => MINUTE,
+            Tier::Hour => HOUR,
+        }
+    }
+
+    /// The finest tier that still holds data from `since` under `retention`.
+    pub fn for_range(span_secs: u64) -> Tier {
+        if span_secs <= 2 * 3600 {
+            Tier::Raw
+        } else if span_secs <= 3 * 86400 {
+            Tier::Minute
+        } else {
+            Tier::Hour
+        }
+    }
+}
+
+/// Traffic between a device and one remote end (address, protocol and
+/// remote port) in one window; device ports are merged.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowRecord {
+    pub device_ip: Option<IpAddr>,
+    /// `None` for the record that sums what did not fit.
+    pub remote_ip: Option<IpAddr>,
+    pub proto: u8,
+    pub remote_port: u16,
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+    pub packets_up: u64,
+    pub packets_down: u64,
+    /// Kernel flows (5-tuples) merged into this record.
+    pub flows: u32,
+}
+
+impl FlowRecord {
+    pub fn bytes(&self) -> u64 {
+        self.bytes_up + self.bytes_down
+    }
+
+    fn add(&mut self, o: &FlowRecord) {
+        self.bytes_up += o.bytes_up;
+        self.bytes_down += o.bytes_down;
+        self.packets_up += o.packets_up;
+        self.packets_down += o.packets_down;
+        self.flows += o.flows;
+    }
+
+    fn merge_key(&self) -> (Option<IpAddr>, Option<IpAddr>, u8, u16) {
+        (self.device_ip, self.remote_ip, self.proto, self.remote_port)
+    }
+}
+
+/// Merges records with the same remote end, keeps the largest
+/// [`MAX_RECORDS_PER_WINDOW`] and sums the rest into one "other" record.
+pub fn merge_records(records: impl IntoIterator<Item = FlowRecord>) -> Vec<FlowRecord> {
+    let mut by_key: HashMap<_, FlowRecord> = HashMap::new();
+    for r in records {
+        by_key
+            .entry(r.merge_key())
+            .and_modify(|e| e.add(&r))
+            .or_insert(r);
+    }
+    let mut v: Vec<FlowRecord> = by_key.into_values().collect();
+    v.sort_by(|a, b| b.bytes().cmp(&a.bytes()).then(a.remote_ip.cmp(&b.remote_ip)));
+    if v.len() > MAX_RECORDS_PER_WINDOW {
+        let rest = v.split_off(MAX_RECORDS_PER_WINDOW - 1);
+        let mut other = FlowRecord {
+            device_ip: None,
+            remote_ip: None,
+            proto: 0,
+            remote_port: 0,
+            bytes_up: 0,
+            bytes_down: 0,
+            packets_up: 0,
+            packets_down: 0,
+            flows: 0,
+        };
+        for r in &rest {
+            other.add(r);
+        }
+        v.push(other);
+    }
+    v
+}
+
+/// What the database keeps about a device.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct DeviceRecord {
+    pub mac: Mac,
+    /// Unix seconds.
+    pub first_seen: u64,
+    pub last_seen: u64,
+    /// Addresses seen, newest last (bounded).
+    pub ips: Vec<IpAddr>,
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+    pub packets_up: u64,
+    pub packets_down: u64,
+}
+
+/// One device's records in one window.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StoredWindow {
+    pub start: u64,
+    pub mac: Mac,
+    pub records: Vec<FlowRecord>,
+}
+
+/// Everything one accounting window writes, committed atomically.
+#[derive(Debug, Default)]
+pub struct WindowCommit {
+    /// Unix seconds of the window start.
+    pub start: u64,
+    pub secs: u64,
+    pub per_device: BTreeMap<Mac, Vec<FlowRecord>>,
+    pub devices: Vec<DeviceRecord>,
+    pub cursors_changed: Vec<(FlowKey, Cursor)>,
+    pub cursors_dropped: Vec<FlowKey>,
+}
+
+/// How long each tier is kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retention {
+    pub raw_secs: u64,
+    pub minute_secs: u64,
+    pub hour_secs: u64,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            raw_secs: 3600,
+            minute_secs: 2 * 86400,
+            hour_secs: 30 * 86400,
+        }
+    }
+}
+
+pub struct Store {
+    db: Database,
+}
+
+impl Store {
+    /// Opens (or creates) the database. The page cache is kept small: the
+    /// daemon runs on routers with 128 MB of RAM.
+    pub fn open(path: &Path) -> Result<Self> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let db = Database::builder()
+            .set_cache_size(4 << 20)
+            .create(path)
+            .with_context(|| format!("opening the database {}", path.display()))?;
+        let tx = db.begin_write()?;
+        {
+            tx.open_table(RAW)?;
+            tx.open_table(MINUTE)?;
+            tx.open_table(HOUR)?;
+            tx.open_table(DEVICES)?;
+            tx.open_table(CURSORS)?;
+            tx.open_table(META)?;
+        }
+        tx.commit()?;
+        Ok(Self { db })
+    }
+
+    /// Cursors persisted by the last committed window.
+    pub fn cursors(&self) -> Result<Vec<(FlowKey, Cursor)>> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(CURSORS)?;
+        let mut out = Vec::new();
+        for item in t.iter()? {
+            let (k, v) = item?;
+            if let (Some(k), Some(c)) = (key_from_bytes(k.value()), Cursor::from_bytes(v.value()))
+            {
+                out.push((k, c));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Forgets every cursor (the kernel maps they described are gone).
+    pub fn clear_cursors(&self) -> Result<()> {
+        let tx = self.db.begin_write()?;
+        tx.delete_table(CURSORS)?;
+        tx.open_table(CURSORS)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// End (unix s) of the last committed window, if any.
+    pub fn last_window_end(&self) -> Result<Option<u64>> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(META)?;
+        Ok(t.get(META_LAST_WINDOW)?.map(|v| v.value()))
+    }
+
+    /// Writes one window, its devices and cursors, then rolls completed
+    /// minutes and hours up and applies retention — all in one transaction.
+    pub fn commit_window(&self, w: &WindowCommit, retention: Retention) -> Result<()> {
+        let mut tx = self.db.begin_write()?;
+        tx.set_durability(Durability::Immediate)?;
+        {
+            let mut raw = tx.open_table(RAW)?;
+            for (mac, records) in &w.per_device {
+                if records.is_empty() {
+                    continue;
+                }
+                let key = (w.start, mac.0);
+                // Merge with what is stored for the same window (a restart
+                // inside a window).
+                let mut all: Vec<FlowRecord> = match raw.get(key)? {
+                    Some(v) => rmp_serde::from_slice(v.value()).unwrap_or_default(),
+                    None => Vec::new(),
+                };
+                all.extend(records.iter().cloned());
+                let merged = merge_records(all);
+                raw.insert(key, rmp_serde::to_vec(&merged)?.as_slice())?;
+            }
+            let mut devices = tx.open_table(DEVICES)?;
+            for d in &w.devices {
+                devices.insert(d.mac.0, rmp_serde::to_vec(d)?.as_slice())?;
+            }
+            let mut cursors = tx.open_table(CURSORS)?;
+            for (k, c) in &w.cursors_changed {
+                cursors.insert(key_bytes(k).as_slice(), c.to_bytes().as_slice())?;
+            }
+            for k in &w.cursors_dropped {
+                cursors.remove(key_bytes(k).as_slice())?;
+            }
+            let mut meta = tx.open_table(META)?;
+            let end = w.start + w.secs;
+            meta.insert(META_LAST_WINDOW, end)?;
+            let rolled_minute = meta.get(META_ROLLED_MINUTE)?.map(|v| v.value());
+            let rolled_hour = meta.get(META_ROLLED_HOUR)?.map(|v| v.value());
+            let earliest_raw = raw.first()?.map(|(k, _)| k.value().0).unwrap_or(w.start);
+            let m = roll_up(&raw, &mut tx.open_table(MINUTE)?, 60, rolled_minute, earliest_raw, end)?;
+            drop(raw);
+            if let Some(m) = m {
+                meta.insert(META_ROLLED_MINUTE, m)?;
+            }
+            let minute = tx.open_table(MINUTE)?;
+            let earliest_min = minute.first()?.map(|(k, _)| k.value().0).unwrap_or(w.start);
+            let end_minutes = m.or(rolled_minute).map(|m| m + 60).unwrap_or(0);
+            drop(minute);
+            let h = {
+                let minute = tx.open_table(MINUTE)?;
+                roll_up(
+                    &minute,
+                    &mut tx.open_table(HOUR)?,
+                    3600,
+                    rolled_hour,
+                    earliest_min,
+                    end_minutes,
+                )?
+            };
+            if let Some(h) = h {
+                meta.insert(META_ROLLED_HOUR, h)?;
+            }
+            for (tier, keep) in [
+                (RAW, retention.raw_secs),
+                (MINUTE, retention.minute_secs),
+                (HOUR, retention.hour_secs),
+            ] {
+                let cutoff = end.saturating_sub(keep);
+                let mut t = tx.open_table(tier)?;
+                t.retain_in((0u64, [0u8; 6])..(cutoff, [0u8; 6]), |_, _| false)?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Every device the database knows.
+    pub fn devices(&self) -> Result<Vec<DeviceRecord>> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(DEVICES)?;
+        let mut out = Vec::new();
+        for item in t.iter()? {
+            let (_, v) = item?;
+            if let Ok(d) = rmp_serde::from_slice::<DeviceRecord>(v.value()) {
+                out.push(d);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Windows of one tier in `[since, until)`, for one device or all.
+    pub fn windows(
+        &self,
+        tier: Tier,
+        since: u64,
+        until: u64,
+        device: Option<Mac>,
+    ) -> Result<Vec<StoredWindow>> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(tier.table())?;
+        let mut out = Vec::new();
+        for item in t.range((since, [0u8; 6])..(until, [0u8; 6]))? {
+            let (k, v) = item?;
+            let (start, mac) = k.value();
+            if device.is_some_and(|d| d.0 != mac) {
+                continue;
+            }
+            let records: Vec<FlowRecord> = rmp_serde::from_slice(v.value()).unwrap_or_default();
+            out.push(StoredWindow {
+                start,
+                mac: Mac(mac),
+                records,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Approximate on-disk size, for the status page.
+    pub fn file_bytes(path: &Path) -> u64 {
+        std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+    }
+}
+
+/// Sums the finer table's windows into `period`-long windows of the coarser
+/// table for every complete period after `rolled` (the last period rolled)
+/// and before `end`. Returns the start of the last period rolled.
+fn roll_up(
+    fine: &impl ReadableTable<(u64, [u8; 6]), &'static [u8]>,
+    coarse: &mut redb::Table<(u64, [u8; 6]), &'static [u8]>,
+    period: u64,
+    rolled: Option<u64>,
+    earliest: u64,
+    end: u64,
+) -> Result<Option<u64>> {
+    let mut next = match rolled {
+        Some(r) => r + period,
+        None => earliest / period * period,
+    };
+    // Bounded: at most a week of periods per commit (after a long outage the
+    // rest follows on the next commits).
+    let mut last = None;
+    for _ in 0..(7 * 86400 / period) {
+        if next + period > end {
+            break;
+        }
+        let mut per_mac: BTreeMap<[u8; 6], Vec<FlowRecord>> = BTreeMap::new();
+        for item in fine.range((next, [0u8; 6])..(next + period, [0u8; 6]))? {
+            let (k, v) = item?;
+            let recs: Vec<FlowRecord> = rmp_serde::from_slice(v.value()).unwrap_or_default();
+            per_mac.entry(k.value().1).or_default().extend(recs);
+        }
+        for (mac, recs) in per_mac {
+            coarse.insert((next, mac), rmp_serde::to_vec(&merge_records(recs))?.as_slice())?;
+        }
+        last = Some(next);
+        next += period;
+    }
+    Ok(last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(remote: &str, port: u16, up: u64, down: u64) -> FlowRecord {
+        FlowRecord {
+            device_ip: Some("192.0.2.10".parse().unwrap()),
+            remote_ip: Some(remote.parse().unwrap()),
+            proto: 6,
+            remote_port: port,
+            bytes_up: up,
+            bytes_down: down,
+            packets_up: 1,
+            packets_down: 1,
+            flows: 1,
+        }
+    }
+
+    #[test]
+    fn merging_caps_records_and_keeps_every_byte() {
+        let many: Vec<FlowRecord> = (0..1000u32)
+            .map(|i| rec(&format!("203.0.113.{}", i % 250), 1000 + (i / 250) as u16, 10, 1))
+            .collect();
+        let merged = merge_records(many);
+        assert_eq!(merged.len(), MAX_RECORDS_PER_WINDOW);
+        let total: u64 = merged.iter().map(|r| r.bytes()).sum();
+        assert_eq!(total, 11_000);
+        assert!(merged.last().unwrap().remote_ip.is_none());
+    }
+
+    #[test]
+    fn windows_roll_up_and_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db.redb")).unwrap();
+        let mac: Mac = "02:00:5e:00:53:01".parse().unwrap();
+        let retention = Retention {
+            raw_secs: 120,
+            minute_secs: 3600,
+            hour_secs: 86400,
+        };
+        // Five minutes of 5-second windows, 100 bytes up each.
+        let t0 = 1_800_000_000 / 3600 * 3600;
+        for i in 0..60 {
+            let mut w = WindowCommit {
+                start: t0 + i * 5,
+                secs: 5,
+                ..Default::default()
+            };
+            w.per_device
+                .insert(mac, vec![rec("198.51.100.7", 443, 100, 0)]);
+            store.commit_window(&w, retention).unwrap();
+        }
+        // Minutes complete so far: 0..4 (the 5th ends at t0+300 = last end).
+        let minutes = store.windows(Tier::Minute, t0, t0 + 3600, Some(mac)).unwrap();
+        assert_eq!(minutes.len(), 5);
+        for m in &minutes {
+            assert_eq!(m.records[0].bytes_up, 1200);
+        }
+        // Raw windows older than two minutes are gone.
+        let raw = store.windows(Tier::Raw, 0, u64::MAX, None).unwrap();
+        assert!(raw.iter().all(|w| w.start >= t0 + 300 - 120));
+        assert_eq!(raw.len(), 24);
+        // An hour later, the hour rolls up with everything.
+        let mut w = WindowCommit {
+            start: t0 + 3605,
+            secs: 5,
+            ..Default::default()
+        };
+        w.per_device.insert(mac, vec![]);
+        store.commit_window(&w, retention).unwrap();
+        let hours = store.windows(Tier::Hour, t0, t0 + 86400, Some(mac)).unwrap();
+        assert_eq!(hours.len(), 1);
+        assert_eq!(hours[0].records[0].bytes_up, 6000);
+    }
+}

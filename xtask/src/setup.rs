@@ -33,6 +33,11 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "binutils",
     "procps",
     "psmisc",
+    // Packaging: libunwind for the -Z build-std router targets (clang,
+    // llvm-ar), and the shell the package test runs OpenWrt's scripts with.
+    "clang",
+    "llvm",
+    "busybox",
 ];
 
 /// Programs whose presence shows the packages above are installed.
@@ -55,6 +60,9 @@ const PROBES: &[&str] = &[
     "file",
     "readelf",
     "pkill",
+    "clang",
+    "llvm-ar",
+    "busybox",
 ];
 
 /// Where bpf-linker is built and kept between runs.

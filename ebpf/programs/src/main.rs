@@ -48,6 +48,17 @@ static SAMPLES: RingBuf = RingBuf::pinned(SAMPLE_RING_BYTES, 0);
 #[map]
 static SCRATCH: PerCpuArray<[u8; SCRATCH_BYTES]> = PerCpuArray::with_max_entries(1, 0);
 
+/// Per-CPU copy of the frame's first bytes, parsed instead of the packet
+/// itself: one `bpf_skb_load_bytes` works the same for linear and paged
+/// skbs, and bounded offsets into a map value satisfy the verifier on every
+/// kernel from 5.15 on, where variable offsets into packet data do not.
+#[map]
+static HDRBUF: PerCpuArray<[u8; HDR]> = PerCpuArray::with_max_entries(1, 0);
+
+/// Bytes of headers copied for parsing: Ethernet, two VLAN tags, IPv6 with
+/// extension headers, and TCP.
+const HDR: usize = 192;
+
 const HEADER_BYTES: usize = core::mem::size_of::<SampleHeader>();
 const SCRATCH_BYTES: usize = HEADER_BYTES + SAMPLE_BYTES;
 
@@ -60,9 +71,6 @@ const ETH_P_8021AD: u16 = 0x88A8;
 const MAX_VLAN_TAGS: usize = 2;
 /// IPv6 extension headers followed before giving up on the transport header.
 const MAX_IPV6_EXT: usize = 6;
-/// Bytes linearised up front when the driver left headers in fragments:
-/// Ethernet + 2 VLAN tags + IPv6 + 6 small extension headers + TCP.
-const PULL_BYTES: u32 = 160;
 
 #[classifier]
 pub fn lan_ingress(ctx: TcContext) -> i32 {
@@ -84,94 +92,127 @@ fn bump(index: u32, by: u64) {
     }
 }
 
-/// What the parser learnt from one frame.
+/// What the parser learnt from one frame. Kept in a per-CPU map rather than
+/// on the 512-byte BPF stack.
+#[derive(Clone, Copy)]
 struct Parsed {
     key: FlowKey,
     /// IP-layer bytes on the wire (all GSO segments with their headers).
     bytes: u64,
+    /// 0 for frames that are neither counted nor sampled.
     packets: u64,
-    tcp_flags: u8,
     /// Transport payload bytes of this skb (0 when unknown).
     payload_len: u32,
+    tcp_flags: u8,
     /// Offset of the transport payload from the frame start.
-    payload_off: usize,
+    payload_off: u16,
 }
+
+#[map]
+static PARSED: PerCpuArray<Parsed> = PerCpuArray::with_max_entries(1, 0);
 
 #[inline(always)]
 fn observe(ctx: &TcContext, dir: u8) {
     bump(stat::FRAMES, 1);
-    let Some(parsed) = parse(ctx, dir) else {
-        bump(stat::MALFORMED, 1);
+    let Some(p) = PARSED.get_ptr_mut(0) else {
         return;
     };
-    let segments_before = account(ctx, &parsed, dir);
-    if let Some(why) = sample_reason(ctx, &parsed, dir, segments_before) {
+    // SAFETY: this CPU's slot; TC programs are not preempted.
+    let p = unsafe { &mut *p };
+    if parse(ctx, dir, p).is_none() {
+        bump(stat::MALFORMED, 1);
+        return;
+    }
+    if p.packets == 0 {
+        return;
+    }
+    let segments_before = account(ctx, p, dir);
+    if let Some(why) = sample_reason(ctx, p, dir, segments_before) {
         sample(ctx, dir, why);
     }
 }
 
-/// A pointer to a `T` at `off` bytes into the linear packet data, or `None`
-/// when the packet is shorter (the verifier demands this check).
+/// The copied headers and how many bytes of them are real.
+struct Hdr {
+    buf: *const [u8; HDR],
+    avail: usize,
+}
+
+impl Hdr {
+    #[inline(always)]
+    fn bytes<const N: usize>(&self, off: usize) -> Option<[u8; N]> {
+        if off > HDR - N || off + N > self.avail {
+            return None;
+        }
+        // SAFETY: off + N ≤ HDR, checked above; the buffer is this CPU's slot.
+        Some(unsafe { core::ptr::read_unaligned((self.buf as *const u8).add(off) as *const [u8; N]) })
+    }
+
+    #[inline(always)]
+    fn u8(&self, off: usize) -> Option<u8> {
+        self.bytes::<1>(off).map(|b| b[0])
+    }
+
+    #[inline(always)]
+    fn be16(&self, off: usize) -> Option<u16> {
+        self.bytes::<2>(off).map(u16::from_be_bytes)
+    }
+}
+
+/// Copies the frame's first bytes into this CPU's header buffer.
 #[inline(always)]
-fn ptr_at<T>(ctx: &TcContext, off: usize) -> Option<*const T> {
-    let start = ctx.data();
-    let end = ctx.data_end();
-    if start + off + core::mem::size_of::<T>() > end {
+fn copy_headers(ctx: &TcContext) -> Option<Hdr> {
+    let buf = HDRBUF.get_ptr_mut(0)?;
+    let mut n = ctx.len() as usize;
+    if n > HDR {
+        n = HDR;
+    }
+    if n < 14 {
         return None;
     }
-    Some((start + off) as *const T)
-}
-
-#[inline(always)]
-fn u8_at(ctx: &TcContext, off: usize) -> Option<u8> {
-    ptr_at::<u8>(ctx, off).map(|p| unsafe { *p })
-}
-
-#[inline(always)]
-fn be16_at(ctx: &TcContext, off: usize) -> Option<u16> {
-    ptr_at::<[u8; 2]>(ctx, off).map(|p| u16::from_be_bytes(unsafe { *p }))
-}
-
-#[inline(always)]
-fn bytes_at<const N: usize>(ctx: &TcContext, off: usize) -> Option<[u8; N]> {
-    ptr_at::<[u8; N]>(ctx, off).map(|p| unsafe { *p })
-}
-
-#[inline(always)]
-fn v4_mapped(a: [u8; 4]) -> [u8; 16] {
-    [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3]]
-}
-
-#[inline(never)]
-fn parse(ctx: &TcContext, dir: u8) -> Option<Parsed> {
-    let skb_len = ctx.len();
-    if (ctx.data_end() - ctx.data()) < PULL_BYTES.min(skb_len) as usize {
-        // Headers partly in paged fragments: linearise them (best effort).
-        let _ = ctx.pull_data(PULL_BYTES.min(skb_len));
+    // SAFETY: `buf` holds HDR bytes and n ≤ HDR.
+    let rc = unsafe { bpf_skb_load_bytes(ctx.skb.skb as *const _, 0, buf as *mut _, n as u32) };
+    if rc != 0 {
+        return None;
     }
-    let dst: [u8; 6] = bytes_at(ctx, 0)?;
-    let src: [u8; 6] = bytes_at(ctx, 6)?;
-    let device_mac = if dir == direction::UP {
-        src
+    Some(Hdr {
+        buf: buf as *const [u8; HDR],
+        avail: n,
+    })
+}
+
+
+#[inline(always)]
+fn set_v4_mapped(dst: &mut [u8; 16], a: [u8; 4]) {
+    *dst = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3]];
+}
+
+/// Fills `p` from the frame; `None` when its headers are malformed.
+#[inline(never)]
+fn parse(ctx: &TcContext, dir: u8, p: &mut Parsed) -> Option<()> {
+    let skb_len = ctx.len() as usize;
+    p.key = FlowKey::default();
+    p.bytes = 0;
+    p.packets = 0;
+    p.payload_len = 0;
+    p.tcp_flags = 0;
+    p.payload_off = 0;
+    let h = copy_headers(ctx)?;
+    if dir == direction::UP {
+        p.key.device_mac = h.bytes(6)?;
     } else {
+        let dst: [u8; 6] = h.bytes(0)?;
         if dst[0] & 1 != 0 {
             // A broadcast/multicast frame flooded to this port is not the
             // device's own traffic; the sender's port already counted it.
             bump(stat::EGRESS_GROUP_SKIPPED, 1);
-            return Some(Parsed {
-                key: FlowKey::default(),
-                bytes: 0,
-                packets: 0,
-                tcp_flags: 0,
-                payload_len: 0,
-                payload_off: 0,
-            });
+            return Some(());
         }
-        dst
-    };
+        p.key.device_mac = dst;
+    }
 
     let mut off = 12usize;
-    let mut ethertype = be16_at(ctx, off)?;
+    let mut ethertype = h.be16(off)?;
     let mut tagged = false;
     for _ in 0..MAX_VLAN_TAGS {
         if ethertype != ETH_P_8021Q && ethertype != ETH_P_8021AD {
@@ -179,34 +220,33 @@ fn parse(ctx: &TcContext, dir: u8) -> Option<Parsed> {
         }
         tagged = true;
         off += 4;
-        ethertype = be16_at(ctx, off)?;
+        ethertype = h.be16(off)?;
     }
     if tagged {
         bump(stat::VLAN_TAGGED, 1);
     }
     let l3 = off + 2;
-    let l3_len = (skb_len as usize).checked_sub(l3)? as u64;
-
-    let mut key = FlowKey {
-        device_mac,
-        ..FlowKey::default()
-    };
+    let l3_len = skb_len.checked_sub(l3)? as u64;
     let gso_segs = unsafe { (*ctx.skb.skb).gso_segs } as u64;
+    let up = dir == direction::UP;
+    // Where the device's and the remote's addresses sit in the IP header.
+    let (dev_at, rem_at) = if up { (0, 1) } else { (1, 0) };
 
-    let (src_ip, dst_ip, l4_proto, l4, ip_bytes, ip_hlen, has_ports);
+    let (l4_proto, l4, ip_bytes, has_ports);
     match ethertype {
         ETH_P_IP => {
-            let vihl = u8_at(ctx, l3)?;
+            let vihl = h.u8(l3)?;
             let ihl = ((vihl & 0x0f) as usize) * 4;
             if vihl >> 4 != 4 || ihl < 20 {
                 return None;
             }
-            let tot_len = be16_at(ctx, l3 + 2)? as u64;
-            let frag = be16_at(ctx, l3 + 6)?;
-            l4_proto = u8_at(ctx, l3 + 9)?;
-            src_ip = v4_mapped(bytes_at(ctx, l3 + 12)?);
-            dst_ip = v4_mapped(bytes_at(ctx, l3 + 16)?);
-            key.family = family::IPV4;
+            let tot_len = h.be16(l3 + 2)? as u64;
+            let frag = h.be16(l3 + 6)?;
+            l4_proto = h.u8(l3 + 9)?;
+            let addrs = [h.bytes::<4>(l3 + 12)?, h.bytes::<4>(l3 + 16)?];
+            set_v4_mapped(&mut p.key.device_ip, addrs[dev_at]);
+            set_v4_mapped(&mut p.key.remote_ip, addrs[rem_at]);
+            p.key.family = family::IPV4;
             // BIG TCP GSO packets carry tot_len 0; fall back to the skb length.
             ip_bytes = if tot_len == 0 || gso_segs > 1 {
                 l3_len
@@ -222,18 +262,16 @@ fn parse(ctx: &TcContext, dir: u8) -> Option<Parsed> {
             // Only the first fragment carries the transport header.
             has_ports = frag & 0x1fff == 0;
             l4 = l3 + ihl;
-            ip_hlen = ihl;
         }
         ETH_P_IPV6 => {
-            let v = u8_at(ctx, l3)?;
-            if v >> 4 != 6 {
+            if h.u8(l3)? >> 4 != 6 {
                 return None;
             }
-            let payload_len = be16_at(ctx, l3 + 4)? as u64;
-            let mut next = u8_at(ctx, l3 + 6)?;
-            src_ip = bytes_at(ctx, l3 + 8)?;
-            dst_ip = bytes_at(ctx, l3 + 24)?;
-            key.family = family::IPV6;
+            let payload_len = h.be16(l3 + 4)? as u64;
+            let mut next = h.u8(l3 + 6)?;
+            p.key.device_ip = h.bytes(l3 + 8 + 16 * dev_at)?;
+            p.key.remote_ip = h.bytes(l3 + 8 + 16 * rem_at)?;
+            p.key.family = family::IPV6;
             ip_bytes = if payload_len == 0 || gso_segs > 1 {
                 l3_len
             } else {
@@ -249,15 +287,15 @@ fn parse(ctx: &TcContext, dir: u8) -> Option<Parsed> {
                 match next {
                     // Hop-by-hop, routing, destination options: (len+1)*8 bytes.
                     0 | 43 | 60 => {
-                        let nh = u8_at(ctx, off)?;
-                        let len = u8_at(ctx, off + 1)? as usize;
+                        let nh = h.u8(off)?;
+                        let len = h.u8(off + 1)? as usize;
                         next = nh;
                         off += (len + 1) * 8;
                     }
                     // Fragment header: 8 bytes; offset in the upper 13 bits.
                     44 => {
-                        let nh = u8_at(ctx, off)?;
-                        let fo = be16_at(ctx, off + 2)?;
+                        let nh = h.u8(off)?;
+                        let fo = h.be16(off + 2)?;
                         bump(stat::FRAGMENTS, 1);
                         if fo & 0xfff8 != 0 {
                             first_fragment = false;
@@ -267,8 +305,8 @@ fn parse(ctx: &TcContext, dir: u8) -> Option<Parsed> {
                     }
                     // Authentication header: (len+2)*4 bytes.
                     51 => {
-                        let nh = u8_at(ctx, off)?;
-                        let len = u8_at(ctx, off + 1)? as usize;
+                        let nh = h.u8(off)?;
+                        let len = h.u8(off + 1)? as usize;
                         next = nh;
                         off += (len + 2) * 4;
                     }
@@ -285,110 +323,71 @@ fn parse(ctx: &TcContext, dir: u8) -> Option<Parsed> {
             l4_proto = next;
             has_ports = first_fragment && next != proto::IPV6_UNPARSED;
             l4 = off;
-            ip_hlen = off - l3;
         }
         ETH_P_ARP => {
             bump(stat::NON_IP, 1);
-            key.family = family::NON_IP;
-            key.proto = proto::ARP;
+            p.key.family = family::NON_IP;
+            p.key.proto = proto::ARP;
             // ARP for IPv4 over Ethernet: sender IP at 14, target IP at 24.
-            if let (Some(spa), Some(tpa)) =
-                (bytes_at::<4>(ctx, l3 + 14), bytes_at::<4>(ctx, l3 + 24))
-            {
-                let (dev, rem) = if dir == direction::UP {
-                    (spa, tpa)
-                } else {
-                    (tpa, spa)
-                };
-                key.device_ip = v4_mapped(dev);
-                key.remote_ip = v4_mapped(rem);
+            if let (Some(spa), Some(tpa)) = (h.bytes::<4>(l3 + 14), h.bytes::<4>(l3 + 24)) {
+                let addrs = [spa, tpa];
+                set_v4_mapped(&mut p.key.device_ip, addrs[dev_at]);
+                set_v4_mapped(&mut p.key.remote_ip, addrs[rem_at]);
             }
-            return Some(non_ip(key, l3_len));
+            p.bytes = l3_len;
+            p.packets = 1;
+            return Some(());
         }
         _ => {
             bump(stat::NON_IP, 1);
-            key.family = family::NON_IP;
-            key.proto = proto::OTHER_L2;
-            return Some(non_ip(key, l3_len));
+            p.key.family = family::NON_IP;
+            p.key.proto = proto::OTHER_L2;
+            p.bytes = l3_len;
+            p.packets = 1;
+            return Some(());
         }
     }
+    p.key.proto = l4_proto;
 
-    key.proto = l4_proto;
-    let (device_ip, remote_ip) = if dir == direction::UP {
-        (src_ip, dst_ip)
-    } else {
-        (dst_ip, src_ip)
-    };
-    key.device_ip = device_ip;
-    key.remote_ip = remote_ip;
-
-    let mut tcp_flags = 0u8;
     let mut l4_hlen = 0usize;
-    let mut sport = 0u16;
-    let mut dport = 0u16;
     if has_ports {
         match l4_proto {
             proto::TCP => {
-                sport = be16_at(ctx, l4)?;
-                dport = be16_at(ctx, l4 + 2)?;
-                let doff = ((u8_at(ctx, l4 + 12)? >> 4) as usize) * 4;
+                let ports = [h.be16(l4)?, h.be16(l4 + 2)?];
+                p.key.device_port = ports[dev_at];
+                p.key.remote_port = ports[rem_at];
+                let doff = ((h.u8(l4 + 12)? >> 4) as usize) * 4;
                 if doff < 20 {
                     return None;
                 }
-                tcp_flags = u8_at(ctx, l4 + 13)?;
+                p.tcp_flags = h.u8(l4 + 13)?;
                 l4_hlen = doff;
             }
             proto::UDP => {
-                sport = be16_at(ctx, l4)?;
-                dport = be16_at(ctx, l4 + 2)?;
+                let ports = [h.be16(l4)?, h.be16(l4 + 2)?];
+                p.key.device_port = ports[dev_at];
+                p.key.remote_port = ports[rem_at];
                 l4_hlen = 8;
             }
             _ => {}
         }
     }
-    if dir == direction::UP {
-        key.device_port = sport;
-        key.remote_port = dport;
-    } else {
-        key.device_port = dport;
-        key.remote_port = sport;
-    }
 
-    let hdrs = (ip_hlen + l4_hlen) as u64;
-    let (bytes, packets) = if gso_segs > 1 {
-        (ip_bytes + (gso_segs - 1) * hdrs, gso_segs)
+    let hdrs = ((l4 - l3) + l4_hlen) as u64;
+    if gso_segs > 1 {
+        p.bytes = ip_bytes + (gso_segs - 1) * hdrs;
+        p.packets = gso_segs;
     } else {
-        (ip_bytes, 1)
-    };
-    let payload_len = if l4_hlen > 0 {
-        ip_bytes.saturating_sub(hdrs) as u32
-    } else {
-        0
-    };
-    Some(Parsed {
-        key,
-        bytes,
-        packets,
-        tcp_flags,
-        payload_len,
-        payload_off: l4 + l4_hlen,
-    })
+        p.bytes = ip_bytes;
+        p.packets = 1;
+    }
+    if l4_hlen > 0 {
+        p.payload_len = ip_bytes.saturating_sub(hdrs) as u32;
+    }
+    p.payload_off = (l4 + l4_hlen) as u16;
+    Some(())
 }
 
-#[inline(always)]
-fn non_ip(key: FlowKey, l3_len: u64) -> Parsed {
-    Parsed {
-        key,
-        bytes: l3_len,
-        packets: 1,
-        tcp_flags: 0,
-        payload_len: 0,
-        payload_off: 0,
-    }
-}
-
-/// Adds the frame to its flow; returns the flow's sampled-segment count
-/// before this frame (on this CPU).
 #[inline(never)]
 fn account(ctx: &TcContext, p: &Parsed, dir: u8) -> u8 {
     if p.packets == 0 {
@@ -475,7 +474,7 @@ fn sample_reason(ctx: &TcContext, p: &Parsed, dir: u8, segments_before: u8) -> O
             } else if rp == 443 && dir == direction::UP && segments_before < TLS_SEGMENTS_SAMPLED
             {
                 // QUIC long-header packets (Initial, Handshake) have the top bit set.
-                let first = u8_at(ctx, p.payload_off)?;
+                let first = ctx.load::<u8>(p.payload_off as usize).ok()?;
                 (first & 0x80 != 0).then_some(reason::QUIC)
             } else {
                 None
