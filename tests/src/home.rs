@@ -38,8 +38,15 @@ pub fn iperf_server(lab: &mut Lab, bind: &str, port: u16) -> Result<()> {
 /// Runs an iperf3 client in a device namespace and waits for it.
 pub fn iperf_client(dev: &Device, server: &str, port: u16, args: &[&str]) -> Result<()> {
     let mut c = dev.ns.cmd("iperf3");
-    c.args(["-c", server, "-p", &port.to_string(), "--connect-timeout", "3000"])
-        .args(args);
+    c.args([
+        "-c",
+        server,
+        "-p",
+        &port.to_string(),
+        "--connect-timeout",
+        "3000",
+    ])
+    .args(args);
     sh(&mut c).map(|_| ())
 }
 
@@ -48,7 +55,14 @@ pub fn iperf_client_spawn(dev: &Device, server: &str, port: u16, args: &[&str]) 
     Ok(dev
         .ns
         .cmd("iperf3")
-        .args(["-c", server, "-p", &port.to_string(), "--connect-timeout", "3000"])
+        .args([
+            "-c",
+            server,
+            "-p",
+            &port.to_string(),
+            "--connect-timeout",
+            "3000",
+        ])
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -86,7 +100,10 @@ fn read_counter(ns: &Netns, table: &str) -> Result<(u64, u64)> {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     for item in v["nftables"].as_array().context("nft -j output")? {
         if let Some(c) = item.get("counter") {
-            return Ok((c["bytes"].as_u64().unwrap_or(0), c["packets"].as_u64().unwrap_or(0)));
+            return Ok((
+                c["bytes"].as_u64().unwrap_or(0),
+                c["packets"].as_u64().unwrap_or(0),
+            ));
         }
     }
     bail!("no counter in table {table}")
@@ -101,7 +118,9 @@ impl Meter {
         counter_table(
             &lab.wan,
             &table,
-            &format!("{fam} saddr {dev_ip} {fam} daddr {server} meta l4proto {{ tcp, udp }} th dport {port}"),
+            &format!(
+                "{fam} saddr {dev_ip} {fam} daddr {server} meta l4proto {{ tcp, udp }} th dport {port}"
+            ),
         )?;
         counter_table(
             &dev.ns,
@@ -176,10 +195,7 @@ pub fn udp_flood(dev: &Device, count: u32, secs: u32) -> Result<()> {
         .output()
         .with_context(|| format!("running {}", bin.display()))?;
     if !out.status.success() {
-        bail!(
-            "flood failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        bail!("flood failed: {}", String::from_utf8_lossy(&out.stderr));
     }
     Ok(())
 }

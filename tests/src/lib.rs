@@ -14,6 +14,7 @@
 //! [`PREFIX`] and the creating process id, so a later run removes what a
 //! crashed one left behind; [`Lab`]'s `Drop` removes everything it made.
 
+pub mod announce;
 pub mod home;
 
 use std::path::{Path, PathBuf};
@@ -255,7 +256,14 @@ impl Lab {
         gw.sysctl("net.ipv4.ip_forward", "1")?;
         gw.sysctl("net.ipv6.conf.all.forwarding", "1")?;
         gw.ip(&["route", "add", "203.0.113.0/24", "via", "198.51.100.2"])?;
-        gw.ip(&["-6", "route", "add", "2001:db8:ee::/64", "via", "2001:db8:ff::2"])?;
+        gw.ip(&[
+            "-6",
+            "route",
+            "add",
+            "2001:db8:ee::/64",
+            "via",
+            "2001:db8:ff::2",
+        ])?;
         wan.ip(&["addr", "add", "198.51.100.2/24", "dev", "eth0"])?;
         wan.ip(&["addr", "add", "2001:db8:ff::2/64", "dev", "eth0", "nodad"])?;
         wan.ip(&["link", "set", "eth0", "up"])?;
@@ -266,7 +274,14 @@ impl Lab {
             wan.ip(&["addr", "add", &format!("{a}/128"), "dev", "lo", "nodad"])?;
         }
         wan.ip(&["route", "add", "192.0.2.0/24", "via", "198.51.100.1"])?;
-        wan.ip(&["-6", "route", "add", "2001:db8:1::/64", "via", "2001:db8:ff::1"])?;
+        wan.ip(&[
+            "-6",
+            "route",
+            "add",
+            "2001:db8:1::/64",
+            "via",
+            "2001:db8:ff::1",
+        ])?;
         Ok(())
     }
 
@@ -290,27 +305,18 @@ impl Lab {
             let _ = gw.run("ethtool", &["-K", &port, feature, "off"]);
         }
         ns.ip(&["link", "set", "eth0", "up"])?;
-        let dev_if = match spec.vlan {
-            Some(vid) => {
-                // Tagged between the device and the gw port; the gw side
-                // unwraps the tag on a VLAN interface that joins the bridge,
-                // so the trunk port carries 802.1Q frames.
-                let v = vid.to_string();
-                ns.ip(&["link", "add", "link", "eth0", "name", "eth0.v", "type", "vlan", "id", &v])?;
-                ns.ip(&["link", "set", "eth0.v", "up"])?;
-                gw.ip(&["link", "set", &port, "up"])?;
-                let sub = format!("{port}.{vid}");
-                gw.ip(&["link", "add", "link", &port, "name", &sub, "type", "vlan", "id", &v])?;
-                gw.ip(&["link", "set", &sub, "master", "br-lan"])?;
-                gw.ip(&["link", "set", &sub, "up"])?;
-                "eth0.v"
+        gw.ip(&["link", "set", &port, "master", "br-lan"])?;
+        gw.ip(&["link", "set", &port, "up"])?;
+        if let Some(vid) = spec.vlan {
+            // The link between the device and its port carries 802.1Q
+            // frames: both ends push the tag on the way out and pop it on
+            // the way in (see iot-lab-vlan for why it is done with BPF).
+            for (ns, ifname) in [(&ns, "eth0"), (gw, port.as_str())] {
+                let child = vlan_tagger(ns, ifname, vid)?;
+                self.children.push(child);
             }
-            None => {
-                gw.ip(&["link", "set", &port, "master", "br-lan"])?;
-                gw.ip(&["link", "set", &port, "up"])?;
-                "eth0"
-            }
-        };
+        }
+        let dev_if = "eth0";
         let ipv4 = format!("192.0.2.{}", spec.host);
         let ipv6 = format!("2001:db8:1::{:x}", spec.host);
         ns.ip(&["addr", "add", &format!("{ipv4}/24"), "dev", dev_if])?;
@@ -323,10 +329,7 @@ impl Lab {
             mac: spec.mac.to_lowercase(),
             ipv4,
             ipv6,
-            port: match spec.vlan {
-                Some(v) => format!("{port}.{v}"),
-                None => port,
-            },
+            port,
             vlan: spec.vlan,
         };
         self.devices.push(dev.clone());
@@ -374,6 +377,30 @@ impl Drop for Lab {
         let _ = Command::new("umount").arg("-l").arg(&self.bpffs).status();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Starts `iot-lab-vlan` on an interface and waits until its programs are on.
+fn vlan_tagger(ns: &Netns, ifname: &str, vid: u16) -> Result<Child> {
+    let bin = daemon_binary().parent().unwrap().join("iot-lab-vlan");
+    let mut child = ns
+        .cmd(bin.to_str().unwrap())
+        .args([ifname, &vid.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    use std::io::BufRead;
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line)?;
+    if line.trim() != "ready" {
+        let _ = child.kill();
+        let out = child.wait_with_output()?;
+        bail!(
+            "iot-lab-vlan failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(child)
 }
 
 /// The daemon under test, started in the gw namespace.
@@ -431,7 +458,10 @@ impl Lab {
             .open(&log)?;
         let config = self.dir.join("config");
         if !config.exists() {
-            std::fs::write(&config, "config iot-inspector 'main'\n\tlist lan 'br-lan'\n")?;
+            std::fs::write(
+                &config,
+                "config iot-inspector 'main'\n\tlist lan 'br-lan'\n",
+            )?;
         }
         let socket = self.socket();
         let mut cmd = self.gw.cmd(bin.to_str().unwrap());
@@ -453,11 +483,7 @@ impl Lab {
             .stdout(logf.try_clone()?)
             .stderr(logf);
         let child = cmd.spawn()?;
-        let d = Daemon {
-            child,
-            socket,
-            log,
-        };
+        let d = Daemon { child, socket, log };
         d.wait_ready(Duration::from_secs(20))?;
         Ok(d)
     }

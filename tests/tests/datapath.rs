@@ -32,7 +32,10 @@ fn flows_of(d: &iot_inspector_lab::Daemon, mac: &str, since: u64) -> Result<serd
 /// Checks the daemon's count of one device↔server exchange against the
 /// device's own nftables counters, both directions, within 1 %.
 fn assert_counts_match(what: &str, reference: Counts, got: Counts) {
-    assert!(reference.bytes_up > 0, "{what}: nothing was sent ({reference:?})");
+    assert!(
+        reference.bytes_up > 0,
+        "{what}: nothing was sent ({reference:?})"
+    );
     let up = rel_diff(reference.bytes_up, got.bytes_up);
     let down = rel_diff(reference.bytes_down, got.bytes_down);
     assert!(
@@ -62,7 +65,11 @@ fn exchange(
     daemon.wait_window_after(done + 1, Duration::from_secs(15))?;
     let reference = meter.read()?;
     let got = counted(&flows_of(daemon, &dev.mac, since)?, server, port);
-    assert_counts_match(&format!("{device} {args:?} to {server}:{port}"), reference, got);
+    assert_counts_match(
+        &format!("{device} {args:?} to {server}:{port}"),
+        reference,
+        got,
+    );
     Ok(())
 }
 
@@ -106,7 +113,10 @@ fn counts_match_the_wire_for_tcp_udp_ipv4_ipv6_both_directions() -> Result<()> {
         .iter()
         .filter_map(|v| v.as_str())
         .collect();
-    assert!(ips.contains(&"192.0.2.10") && ips.contains(&"2001:db8:1::a"), "{ips:?}");
+    assert!(
+        ips.contains(&"192.0.2.10") && ips.contains(&"2001:db8:1::a"),
+        "{ips:?}"
+    );
     daemon.stop()?;
     Ok(())
 }
@@ -146,9 +156,35 @@ fn a_port_added_while_running_and_a_vlan_tagged_port_are_counted() -> Result<()>
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    exchange(&mut lab, &daemon, "plug", SERVER_V4, 5301, &["-4", "-t", "2"])?;
-    exchange(&mut lab, &daemon, "vlan", SERVER_V4, 5302, &["-4", "-t", "2", "-R"])?;
-    exchange(&mut lab, &daemon, "vlan", SERVER_V6, 5303, &["-6", "-t", "2", "-u", "-b", "10M"])?;
+    exchange(
+        &mut lab,
+        &daemon,
+        "plug",
+        SERVER_V4,
+        5301,
+        &["-4", "-t", "2"],
+    )?;
+    exchange(
+        &mut lab,
+        &daemon,
+        "vlan",
+        SERVER_V4,
+        5302,
+        &["-4", "-t", "2", "-R"],
+    )?;
+    exchange(
+        &mut lab,
+        &daemon,
+        "vlan",
+        SERVER_V6,
+        5303,
+        &["-6", "-t", "2", "-u", "-b", "10M"],
+    )?;
+    let st = daemon.get("/v1/status")?;
+    assert!(
+        st["kernel"]["vlan_tagged"].as_u64().unwrap_or(0) > 1000,
+        "the tagged port's frames were not seen as tagged: {st}"
+    );
     daemon.stop()?;
     Ok(())
 }
@@ -177,7 +213,10 @@ fn sigkill_mid_transfer_keeps_traffic_flowing_and_counts_once() -> Result<()> {
     let done = now_unix();
     daemon.wait_window_after(done + 1, Duration::from_secs(15))?;
     let st = daemon.get("/v1/status")?;
-    assert_eq!(st["resumed"], true, "the restart did not pick up the pinned maps");
+    assert_eq!(
+        st["resumed"], true,
+        "the restart did not pick up the pinned maps"
+    );
     let reference = meter.read()?;
     let got = counted(&flows_of(&daemon, &dev.mac, since)?, SERVER_V4, port);
     // The programs counted on while the daemon was down, so nothing is lost
@@ -204,7 +243,11 @@ fn a_flood_of_distinct_flows_stays_bounded_and_spares_other_devices() -> Result<
     let client = home::iperf_client_spawn(&tv, SERVER_V4, port, &["-4", "-t", "5", "-b", "20M"])?;
     home::udp_flood(&cam, 200_000, 60)?;
     let out = client.wait_with_output()?;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let done = now_unix();
     daemon.wait_window_after(done + 1, Duration::from_secs(15))?;
     let st = daemon.get("/v1/status")?;
@@ -215,11 +258,15 @@ fn a_flood_of_distinct_flows_stays_bounded_and_spares_other_devices() -> Result<
         "the flood did not reach the kernel: {st}"
     );
     assert!(
-        st["flows_evicted"].as_u64().unwrap() > 0 || st["flow_table_use_pct"].as_f64().unwrap() > 90.0,
+        st["flows_evicted"].as_u64().unwrap() > 0
+            || st["flow_table_use_pct"].as_f64().unwrap() > 90.0,
         "no map pressure reported: {st}"
     );
     // The daemon's memory stays bounded.
-    assert!(st["rss_kib"].as_u64().unwrap() < 64 * 1024, "daemon RSS {st}");
+    assert!(
+        st["rss_kib"].as_u64().unwrap() < 64 * 1024,
+        "daemon RSS {st}"
+    );
     let reference = meter.read()?;
     let got = counted(&flows_of(&daemon, &tv.mac, since)?, SERVER_V4, port);
     assert_counts_match("the TV during the flood", reference, got);
@@ -238,7 +285,10 @@ fn a_clean_stop_detaches_and_unpins_everything() -> Result<()> {
     assert!(pins.is_empty(), "left pinned: {pins:?}");
     let filters = lab.gw.run("bpftool", &["net", "show"])?;
     let text = String::from_utf8_lossy(&filters.stdout);
-    assert!(!text.contains("lan_ingress") && !text.contains("lan_egress"), "{text}");
+    assert!(
+        !text.contains("lan_ingress") && !text.contains("lan_egress"),
+        "{text}"
+    );
     // Traffic still flows without the daemon.
     assert!(home::ping(lab.device("cam"), SERVER_V4, 2));
     Ok(())

@@ -72,8 +72,7 @@ impl Settings {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Settings::default()),
             Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
         };
-        let sections =
-            uci::parse(&text).with_context(|| format!("in {}", path.display()))?;
+        let sections = uci::parse(&text).with_context(|| format!("in {}", path.display()))?;
         Settings::from_sections(&sections).with_context(|| format!("in {}", path.display()))
     }
 
@@ -93,7 +92,11 @@ impl Settings {
         let lan = main.list("lan");
         if !lan.is_empty() {
             for l in &lan {
-                if l.is_empty() || l.len() > 15 || l.contains('/') || l.contains(char::is_whitespace) {
+                if l.is_empty()
+                    || l.len() > 15
+                    || l.contains('/')
+                    || l.contains(char::is_whitespace)
+                {
                     return Err(bad(n, "lan", l, "not an interface name"));
                 }
             }
@@ -123,7 +126,12 @@ impl Settings {
                 .parse()
                 .map_err(|_| bad(n, "flow_table_size", v, "not a number"))?;
             if !(1024..=1 << 22).contains(&size) {
-                return Err(bad(n, "flow_table_size", v, "must be between 1024 and 4194304"));
+                return Err(bad(
+                    n,
+                    "flow_table_size",
+                    v,
+                    "must be between 1024 and 4194304",
+                ));
             }
             s.flow_table_size = size;
         }
@@ -147,7 +155,12 @@ impl Settings {
             s.dashboard = match v {
                 "" | "0" | "off" => None,
                 _ => Some(v.parse().map_err(|_| {
-                    bad(n, "dashboard", v, "not an address:port (e.g. 127.0.0.1:8088)")
+                    bad(
+                        n,
+                        "dashboard",
+                        v,
+                        "not an address:port (e.g. 127.0.0.1:8088)",
+                    )
                 })?),
             };
         }
@@ -156,7 +169,12 @@ impl Settings {
         }
         if let Some(v) = main.get("log_level") {
             if !matches!(v, "error" | "warn" | "info" | "debug" | "trace") {
-                return Err(bad(n, "log_level", v, "use error, warn, info, debug or trace"));
+                return Err(bad(
+                    n,
+                    "log_level",
+                    v,
+                    "use error, warn, info, debug or trace",
+                ));
             }
             s.log_level = v.to_string();
         }
@@ -217,7 +235,10 @@ mod tests {
         let e = settings("config iot-inspector 'main'\n\toption window '25:00'\n")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("'main'") && e.contains("'window'") && e.contains("25:00"), "{e}");
+        assert!(
+            e.contains("'main'") && e.contains("'window'") && e.contains("25:00"),
+            "{e}"
+        );
         let e = settings("config iot-inspector 'main'\n\toption flow_table_size 'lots'\n")
             .unwrap_err()
             .to_string();
@@ -226,6 +247,8 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("token"), "{e}");
-        assert!(settings("config iot-inspector 'main'\n\toption database 'relative.redb'\n").is_err());
+        assert!(
+            settings("config iot-inspector 'main'\n\toption database 'relative.redb'\n").is_err()
+        );
     }
 }

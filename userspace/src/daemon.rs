@@ -22,6 +22,7 @@ use crate::config::Settings;
 use crate::datapath::{Datapath, LoadOptions, Ports, RawSample};
 use crate::dissect::{Direction, DissectStats, Dissector, Frame, Mac, Observation};
 use crate::inventory::Inventory;
+use crate::names::{NameSource, NameTable};
 use crate::store::{DeviceRecord, FlowRecord, Store, WindowCommit};
 use crate::time::{Clock, boot_ns, unix_secs};
 
@@ -49,11 +50,36 @@ pub struct Status {
     pub rss_kib: u64,
 }
 
+/// Something worth the owner's look.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Alert {
+    pub at: u64,
+    /// `new_device` or `tracking`.
+    pub kind: String,
+    pub device: Mac,
+    pub text: String,
+}
+
+/// Alerts kept.
+const MAX_ALERTS: usize = 200;
+
 /// State shared with the API.
 #[derive(Default)]
 pub struct Shared {
     pub status: RwLock<Status>,
     pub devices: RwLock<Vec<DeviceRecord>>,
+    /// Names of remote ends per device (written by the daemon task only).
+    pub names: RwLock<NameTable>,
+    pub rules: RwLock<crate::control::RulesView>,
+    /// Labels the owner gave devices (from the configuration).
+    pub labels: RwLock<BTreeMap<Mac, String>>,
+    pub alerts: RwLock<Vec<Alert>>,
+    /// The UCI file edits go to (`None`: edits are refused).
+    pub config_path: Option<PathBuf>,
+    /// Serialises edits of the configuration file.
+    pub config_lock: std::sync::Mutex<()>,
+    /// Wakes the daemon to re-read the configuration after an edit.
+    pub reload: tokio::sync::Notify,
 }
 
 /// Options of `iot-inspector run`.
@@ -84,6 +110,11 @@ pub fn run(opts: RunOptions) -> Result<()> {
 
 struct Daemon {
     settings: Settings,
+    config_path: Option<PathBuf>,
+    control: crate::control::Control,
+    probes_tx: tokio::sync::mpsc::UnboundedSender<crate::control::ProbeDone>,
+    /// Devices already seen talking to advertising/tracking services.
+    tracking_alerted: std::collections::HashSet<Mac>,
     datapath: Datapath,
     ports: Ports,
     store: Arc<Store>,
@@ -119,12 +150,32 @@ async fn run_async(opts: RunOptions) -> Result<()> {
     let mut inventory = Inventory::new();
     inventory.restore(store.devices()?);
     let ports = Ports::new(settings.lan.clone(), datapath.pin_dir());
-    let shared = Arc::new(Shared::default());
+    let shared = Arc::new(Shared {
+        config_path: opts.config_path.clone(),
+        ..Shared::default()
+    });
+    let restored: Vec<crate::rules::RuleState> = store
+        .blob(RULE_STATES)?
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    let control = crate::control::Control::new(
+        settings
+            .lan
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "br-lan".into()),
+        restored,
+    );
+    let (probes_tx, mut probes_rx) = tokio::sync::mpsc::unbounded_channel();
     let listener = crate::api::bind(&settings.socket)?;
     tokio::spawn(crate::api::serve(listener, shared.clone(), store.clone()));
 
     let mut d = Daemon {
         settings,
+        config_path: opts.config_path.clone(),
+        control,
+        probes_tx,
+        tracking_alerted: Default::default(),
         datapath,
         ports,
         store,
@@ -137,6 +188,7 @@ async fn run_async(opts: RunOptions) -> Result<()> {
         samples_read: 0,
         started: unix_secs(),
     };
+    d.load_rules();
     d.sync_ports();
     let samples_fd = match d.datapath.samples_fd() {
         // SAFETY: the fd belongs to the ring buffer owned by `d.datapath`,
@@ -165,6 +217,7 @@ async fn run_async(opts: RunOptions) -> Result<()> {
         tokio::select! {
             _ = tick.tick() => {
                 d.sync_ports();
+                d.run_rules();
                 d.datapath.flush_log();
                 d.drain_samples();
                 let now = unix_secs();
@@ -187,12 +240,22 @@ async fn run_async(opts: RunOptions) -> Result<()> {
             _ = sighup.recv() => {
                 d.reload(opts.config_path.as_deref());
             }
+            _ = d.shared.reload.notified() => {
+                d.reload(opts.config_path.as_deref());
+                d.run_rules();
+            }
+            Some(done) = probes_rx.recv() => {
+                d.control.probe_done(done);
+            }
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
         }
     }
     d.stop()
 }
+
+/// Where the last rule states are kept across restarts.
+const RULE_STATES: &str = "rule_states";
 
 /// The end of the window that contains `now`.
 fn next_boundary(now: u64, window: u64) -> u64 {
@@ -238,8 +301,10 @@ impl Daemon {
                 self.observations.clear();
                 self.dissector.dissect(&frame, &mut self.observations);
                 let at = frame.timestamp_ns / 1_000_000_000;
+                let mut names = self.shared.names.write().unwrap();
                 for obs in self.observations.drain(..) {
-                    apply_observation(&mut self.inventory, &obs, at);
+                    apply_observation(&mut self.inventory, &mut names, &obs, at);
+                    self.control.observe(&obs);
                 }
             }
             if n < SAMPLE_BATCH {
@@ -270,18 +335,41 @@ impl Daemon {
             }
         }
         let mut per_device: BTreeMap<Mac, Vec<FlowRecord>> = BTreeMap::new();
+        let names = self.shared.names.read().unwrap();
         for d in &deltas {
             let mac = Mac(d.key.device_mac);
             let (device_ip, remote_ip) = key_ips(&d.key);
             let seen = clock.boot_to_unix_ns(d.last_seen_ns) / 1_000_000_000;
+            let new_device = self.inventory.get(&mac).is_none();
             self.inventory.seen(mac, device_ip, seen.min(end));
+            // Devices there when the daemon first starts are not news.
+            if new_device && end > self.started + 2 * secs {
+                self.alert(
+                    "new_device",
+                    mac,
+                    format!("A new device joined the network ({mac})."),
+                );
+            }
+            if d.bytes_up > 0 {
+                self.control.seen(mac, seen.min(end) as i64);
+            }
             self.inventory.account(
                 mac,
                 (d.bytes_up, d.packets_up),
                 (d.bytes_down, d.packets_down),
                 seen.min(end),
             );
+            let binding = remote_ip.and_then(|rip| {
+                names.lookup_flow(
+                    mac,
+                    d.key.device_port,
+                    std::net::SocketAddr::new(rip, d.key.remote_port),
+                    clock.boot_to_unix_ns(d.last_seen_ns),
+                )
+            });
             per_device.entry(mac).or_default().push(FlowRecord {
+                name: binding.map(|b| b.name.clone()),
+                name_source: binding.map(|b| source_name(&b.source).to_string()),
                 device_ip,
                 remote_ip,
                 proto: d.key.proto,
@@ -293,9 +381,16 @@ impl Daemon {
                 flows: 1,
             });
         }
+        drop(names);
+        self.tracking_alerts(&per_device);
         for records in per_device.values_mut() {
             *records = crate::store::merge_records(std::mem::take(records));
         }
+        self.shared
+            .names
+            .write()
+            .unwrap()
+            .expire(crate::time::unix_ns());
         let (cursors_changed, cursors_dropped) = self.accountant.take_changes();
         let commit = WindowCommit {
             start,
@@ -311,6 +406,101 @@ impl Daemon {
         *self.shared.devices.write().unwrap() = self.inventory.list();
         self.publish_status(live);
         Ok(())
+    }
+
+    fn alert(&self, kind: &str, device: Mac, text: String) {
+        let mut a = self.shared.alerts.write().unwrap();
+        if a.len() >= MAX_ALERTS {
+            a.remove(0);
+        }
+        a.push(Alert {
+            at: unix_secs(),
+            kind: kind.into(),
+            device,
+            text,
+        });
+    }
+
+    /// An alert the first time a device talks to advertising or tracking.
+    fn tracking_alerts(&mut self, per_device: &BTreeMap<Mac, Vec<FlowRecord>>) {
+        use crate::explain::{Category, KnowledgeBase};
+        let kb = KnowledgeBase::builtin();
+        for (mac, records) in per_device {
+            if self.tracking_alerted.contains(mac) {
+                continue;
+            }
+            for r in records {
+                let Some(name) = &r.name else { continue };
+                let e = kb.explain(name, &[], None);
+                if matches!(
+                    e.category,
+                    Category::Advertising | Category::TrackingAnalytics
+                ) {
+                    let who = e.organisation.unwrap_or_else(|| name.clone());
+                    let what = e.category.label().to_lowercase();
+                    self.tracking_alerted.insert(*mac);
+                    self.alert(
+                        "tracking",
+                        *mac,
+                        format!("{mac} started talking to {who} ({what})."),
+                    );
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Reads the rules (and labels) from the configuration file.
+    fn load_rules(&mut self) {
+        let sections = match &self.config_path {
+            Some(p) => match std::fs::read_to_string(p) {
+                Ok(t) => match crate::uci::parse(&t) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        log::error!("keeping the running rules: {}: {e}", p.display());
+                        return;
+                    }
+                },
+                Err(_) => Vec::new(),
+            },
+            None => Vec::new(),
+        };
+        self.control.reload(&sections);
+        let labels = self
+            .control
+            .rules()
+            .devices
+            .iter()
+            .filter_map(|d| d.label.clone().map(|l| (d.mac, l)))
+            .collect();
+        *self.shared.labels.write().unwrap() = labels;
+    }
+
+    /// Evaluates the rules now, starts due presence probes, publishes.
+    fn run_rules(&mut self) {
+        let now = unix_secs() as i64;
+        let addrs: crate::rules::nft::DeviceAddresses = self
+            .inventory
+            .list()
+            .into_iter()
+            .map(|d| (d.mac, d.ips))
+            .collect();
+        let names: BTreeMap<Mac, String> = self.shared.labels.read().unwrap().clone();
+        for (mac, ip, lan) in self.control.due_probes(now, &addrs) {
+            let tx = self.probes_tx.clone();
+            tokio::task::spawn_blocking(move || {
+                let _ = tx.send(crate::control::run_probe(mac, ip, &lan));
+            });
+        }
+        let changes = self.control.tick(now, addrs, &names);
+        if !changes.is_empty() {
+            if let Ok(b) = serde_json::to_vec(self.control.states()) {
+                if let Err(e) = self.store.put_blob(RULE_STATES, &b) {
+                    log::warn!("could not keep the rule states: {e:#}");
+                }
+            }
+        }
+        *self.shared.rules.write().unwrap() = self.control.view(now);
     }
 
     fn publish_status(&self, live: usize) {
@@ -354,6 +544,7 @@ impl Daemon {
                     self.ports = Ports::new(s.lan.clone(), self.datapath.pin_dir());
                 }
                 self.settings = s;
+                self.load_rules();
                 log::info!("configuration reloaded from {}", path.display());
             }
             Err(e) => log::error!("keeping the running configuration: {e:#}"),
@@ -367,6 +558,7 @@ impl Daemon {
         let end = next_boundary(now, self.settings.window_secs);
         self.drain_samples();
         self.window(end)?;
+        self.control.shutdown();
         self.ports.detach_all();
         self.datapath.unpin_maps()?;
         self.store.clear_cursors()?;
@@ -376,11 +568,20 @@ impl Daemon {
 }
 
 /// What an observation changes in the live state.
-fn apply_observation(inventory: &mut Inventory, obs: &Observation, at: u64) {
-    #[allow(irrefutable_let_patterns, unreachable_patterns)]
-    match obs {
-        Observation::Seen { mac, ip } => inventory.seen(*mac, *ip, at),
-        _ => {}
+fn apply_observation(inventory: &mut Inventory, names: &mut NameTable, obs: &Observation, at: u64) {
+    if let Observation::Seen { mac, ip } = obs {
+        inventory.seen(*mac, *ip, at);
+    }
+    names.observe(obs);
+}
+
+/// How a name's source is written in the API and the database.
+pub fn source_name(s: &NameSource) -> &'static str {
+    match s {
+        NameSource::Dns { .. } => "dns",
+        NameSource::TlsSni => "tls_sni",
+        NameSource::QuicSni => "quic_sni",
+        NameSource::HttpHost => "http_host",
     }
 }
 

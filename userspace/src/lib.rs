@@ -10,7 +10,8 @@
 //! | [`dissect`] | parsing sampled frames into observations |
 //! | [`inventory`] | the live table of devices |
 //! | [`store`] | the redb database: windows, rollups, devices, cursors |
-//! | [`config`] | UCI configuration |
+//! | [`config`] | the daemon's settings from UCI |
+//! | [`control`] | running the owner's rules: evaluation, presence probes, nftables, edits |
 //! | [`api`] | the local HTTP API over a unix socket, and its client |
 //! | [`daemon`] | the single task that owns the live state |
 //! | [`report`] | turning API answers into tables for people |
@@ -18,11 +19,16 @@
 pub mod accounting;
 pub mod api;
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod datapath;
 pub mod dissect;
+pub mod explain;
+pub mod identify;
 pub mod inventory;
+pub mod names;
 pub mod report;
+pub mod rules;
 pub mod store;
 pub mod time;
 pub mod uci;

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use iot_inspector::api::{DeviceView, FlowView, client};
 use iot_inspector::config::{self, Settings};
 use iot_inspector::daemon::{self, RunOptions, Status};
+use iot_inspector::dissect::Mac;
 use iot_inspector::report;
 
 #[derive(Parser)]
@@ -49,6 +50,26 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Block a device now (until `unblock`).
+    Block {
+        /// The device's MAC address.
+        device: String,
+    },
+    /// Lift a block or pause made with `block` or `pause`.
+    Unblock { device: String },
+    /// Block a device for a while (30m, 2h, 1d).
+    Pause {
+        device: String,
+        #[arg(long = "for", default_value = "1h")]
+        duration: String,
+    },
+    /// Show the rules, their state now and their next change.
+    Rules {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Name a device.
+    Label { device: String, label: String },
 }
 
 #[derive(clap::Args)]
@@ -144,13 +165,71 @@ fn real_main() -> Result<()> {
             }
             Ok(())
         }
+        Command::Block { device } => {
+            let mac: Mac = device.parse()?;
+            let _: serde_json::Value = client::post(
+                &cli.socket,
+                "/v1/rules/block",
+                &serde_json::json!({ "mac": mac }),
+            )?;
+            println!("{mac} is blocked");
+            Ok(())
+        }
+        Command::Unblock { device } => {
+            let mac: Mac = device.parse()?;
+            let v: serde_json::Value = client::post(
+                &cli.socket,
+                "/v1/rules/unblock",
+                &serde_json::json!({ "mac": mac }),
+            )?;
+            if v["removed"] == true {
+                println!("{mac} is no longer blocked by hand");
+            } else {
+                println!("{mac} had no block or pause made by hand (see `iot-inspector rules`)");
+            }
+            Ok(())
+        }
+        Command::Pause { device, duration } => {
+            let mac: Mac = device.parse()?;
+            let d = iot_inspector::time::parse_duration(&duration).map_err(anyhow::Error::msg)?;
+            let until = iot_inspector::time::unix_secs() + d.as_secs();
+            let _: serde_json::Value = client::post(
+                &cli.socket,
+                "/v1/rules/pause",
+                &serde_json::json!({ "mac": mac, "until": until }),
+            )?;
+            println!("{mac} is paused for {duration}");
+            Ok(())
+        }
+        Command::Label { device, label } => {
+            let mac: Mac = device.parse()?;
+            let _: serde_json::Value = client::post(
+                &cli.socket,
+                "/v1/devices/label",
+                &serde_json::json!({ "mac": mac, "label": label }),
+            )?;
+            Ok(())
+        }
+        Command::Rules { json } => {
+            let v: serde_json::Value = client::get(&cli.socket, "/v1/rules")?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                print!("{}", report::rules(&v));
+            }
+            Ok(())
+        }
         Command::Status { json } => {
             let st: serde_json::Value = client::get(&cli.socket, "/v1/status")?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&st)?);
             } else {
                 let st: Status = serde_json::from_value(st)?;
-                println!("iot-inspector {} — ports: {}", st.version, st.ports.join(", "));
+                println!(
+                    "iot-inspector {} — ports: {}",
+                    st.version,
+                    st.ports.join(", ")
+                );
                 println!(
                     "flows: {} of {} ({:.1} %), evicted {}",
                     st.flows_live, st.flow_capacity, st.flow_table_use_pct, st.flows_evicted

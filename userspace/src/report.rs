@@ -81,18 +81,79 @@ pub fn flows(flows: &[FlowView]) -> String {
     let rows: Vec<Vec<String>> = flows
         .iter()
         .map(|f| {
+            let remote = f
+                .remote_ip
+                .map(|i| i.to_string())
+                .unwrap_or_else(|| "(other)".into());
+            let who = match &f.explanation.organisation {
+                Some(o) => format!("{} ({})", o, f.explanation.category.label()),
+                None => f.explanation.category.label().to_string(),
+            };
             vec![
                 f.device.to_string(),
-                f.remote_ip
-                    .map(|i| i.to_string())
-                    .unwrap_or_else(|| "(other)".into()),
+                inert(f.name.as_deref().unwrap_or(&remote)),
                 format!("{}/{}", f.protocol, f.remote_port),
+                inert(&who),
                 bytes(f.bytes_up),
                 bytes(f.bytes_down),
             ]
         })
         .collect();
-    table(&["DEVICE", "REMOTE", "PROTO/PORT", "SENT", "RECEIVED"], &rows)
+    table(
+        &["DEVICE", "REMOTE", "PROTO/PORT", "WHO", "SENT", "RECEIVED"],
+        &rows,
+    )
+}
+
+/// The rules' state now and next change (from `/v1/rules`).
+pub fn rules(v: &serde_json::Value) -> String {
+    let mut out = String::new();
+    if v["clock_unset"] == true {
+        out.push_str("The router's clock is not set yet: rules keep their last known state.\n");
+    }
+    if let Some(e) = v["config_error"].as_str() {
+        out.push_str(&format!(
+            "The configuration has an error (the last good rules run): {}\n",
+            inert(e)
+        ));
+    }
+    let rows: Vec<Vec<String>> = v["states"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| {
+            let next = s["next_change"]
+                .as_i64()
+                .map(|t| {
+                    let secs = t - crate::time::unix_secs() as i64;
+                    if secs <= 0 {
+                        "now".to_string()
+                    } else if secs < 3600 {
+                        format!("in {} min", (secs + 59) / 60)
+                    } else {
+                        format!("in {:.1} h", secs as f64 / 3600.0)
+                    }
+                })
+                .unwrap_or_else(|| "-".into());
+            vec![
+                inert(s["rule"].as_str().unwrap_or("")),
+                inert(s["device_name"].as_str().unwrap_or("")),
+                if s["blocked"] == true {
+                    "blocked"
+                } else {
+                    "allowed"
+                }
+                .to_string(),
+                inert(s["reason"].as_str().unwrap_or("")),
+                next,
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        &["RULE", "DEVICE", "STATE", "WHY", "NEXT CHANGE"],
+        &rows,
+    ));
+    out
 }
 
 #[cfg(test)]

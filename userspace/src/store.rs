@@ -35,6 +35,7 @@ const HOUR: WindowTable = TableDefinition::new("windows_1h");
 const DEVICES: TableDefinition<[u8; 6], &[u8]> = TableDefinition::new("devices");
 const CURSORS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("cursors");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const BLOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("blobs");
 
 const META_ROLLED_MINUTE: &str = "rolled_minute";
 const META_ROLLED_HOUR: &str = "rolled_hour";
@@ -90,6 +91,13 @@ pub struct FlowRecord {
     pub packets_down: u64,
     /// Kernel flows (5-tuples) merged into this record.
     pub flows: u32,
+    /// The remote end's name as the device knew it when the window was
+    /// stored (DNS answer, TLS/QUIC SNI, HTTP Host).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Where the name came from (`dns`, `tls_sni`, `quic_sni`, `http_host`).
+    #[serde(default)]
+    pub name_source: Option<String>,
 }
 
 impl FlowRecord {
@@ -98,6 +106,10 @@ impl FlowRecord {
     }
 
     fn add(&mut self, o: &FlowRecord) {
+        if self.name.is_none() {
+            self.name = o.name.clone();
+            self.name_source = o.name_source.clone();
+        }
         self.bytes_up += o.bytes_up;
         self.bytes_down += o.bytes_down;
         self.packets_up += o.packets_up;
@@ -121,7 +133,11 @@ pub fn merge_records(records: impl IntoIterator<Item = FlowRecord>) -> Vec<FlowR
             .or_insert(r);
     }
     let mut v: Vec<FlowRecord> = by_key.into_values().collect();
-    v.sort_by(|a, b| b.bytes().cmp(&a.bytes()).then(a.remote_ip.cmp(&b.remote_ip)));
+    v.sort_by(|a, b| {
+        b.bytes()
+            .cmp(&a.bytes())
+            .then(a.remote_ip.cmp(&b.remote_ip))
+    });
     if v.len() > MAX_RECORDS_PER_WINDOW {
         let rest = v.split_off(MAX_RECORDS_PER_WINDOW - 1);
         let mut other = FlowRecord {
@@ -134,6 +150,8 @@ pub fn merge_records(records: impl IntoIterator<Item = FlowRecord>) -> Vec<FlowR
             packets_up: 0,
             packets_down: 0,
             flows: 0,
+            name: None,
+            name_source: None,
         };
         for r in &rest {
             other.add(r);
@@ -205,8 +223,7 @@ impl Store {
     /// daemon runs on routers with 128 MB of RAM.
     pub fn open(path: &Path) -> Result<Self> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("creating {}", dir.display()))?;
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
         let db = Database::builder()
             .set_cache_size(4 << 20)
@@ -220,6 +237,7 @@ impl Store {
             tx.open_table(DEVICES)?;
             tx.open_table(CURSORS)?;
             tx.open_table(META)?;
+            tx.open_table(BLOBS)?;
         }
         tx.commit()?;
         Ok(Self { db })
@@ -232,12 +250,27 @@ impl Store {
         let mut out = Vec::new();
         for item in t.iter()? {
             let (k, v) = item?;
-            if let (Some(k), Some(c)) = (key_from_bytes(k.value()), Cursor::from_bytes(v.value()))
-            {
+            if let (Some(k), Some(c)) = (key_from_bytes(k.value()), Cursor::from_bytes(v.value())) {
                 out.push((k, c));
             }
         }
         Ok(out)
+    }
+
+    /// Small state kept across restarts (rule states, name bindings),
+    /// serialised by the caller.
+    pub fn put_blob(&self, name: &str, value: &[u8]) -> Result<()> {
+        let mut tx = self.db.begin_write()?;
+        tx.set_durability(Durability::Immediate)?;
+        tx.open_table(BLOBS)?.insert(name, value)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn blob(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(BLOBS)?;
+        Ok(t.get(name)?.map(|v| v.value().to_vec()))
     }
 
     /// Forgets every cursor (the kernel maps they described are gone).
@@ -295,7 +328,14 @@ impl Store {
             let rolled_minute = meta.get(META_ROLLED_MINUTE)?.map(|v| v.value());
             let rolled_hour = meta.get(META_ROLLED_HOUR)?.map(|v| v.value());
             let earliest_raw = raw.first()?.map(|(k, _)| k.value().0).unwrap_or(w.start);
-            let m = roll_up(&raw, &mut tx.open_table(MINUTE)?, 60, rolled_minute, earliest_raw, end)?;
+            let m = roll_up(
+                &raw,
+                &mut tx.open_table(MINUTE)?,
+                60,
+                rolled_minute,
+                earliest_raw,
+                end,
+            )?;
             drop(raw);
             if let Some(m) = m {
                 meta.insert(META_ROLLED_MINUTE, m)?;
@@ -408,7 +448,10 @@ fn roll_up(
             per_mac.entry(k.value().1).or_default().extend(recs);
         }
         for (mac, recs) in per_mac {
-            coarse.insert((next, mac), rmp_serde::to_vec(&merge_records(recs))?.as_slice())?;
+            coarse.insert(
+                (next, mac),
+                rmp_serde::to_vec(&merge_records(recs))?.as_slice(),
+            )?;
         }
         last = Some(next);
         next += period;
@@ -431,13 +474,22 @@ mod tests {
             packets_up: 1,
             packets_down: 1,
             flows: 1,
+            name: None,
+            name_source: None,
         }
     }
 
     #[test]
     fn merging_caps_records_and_keeps_every_byte() {
         let many: Vec<FlowRecord> = (0..1000u32)
-            .map(|i| rec(&format!("203.0.113.{}", i % 250), 1000 + (i / 250) as u16, 10, 1))
+            .map(|i| {
+                rec(
+                    &format!("203.0.113.{}", i % 250),
+                    1000 + (i / 250) as u16,
+                    10,
+                    1,
+                )
+            })
             .collect();
         let merged = merge_records(many);
         assert_eq!(merged.len(), MAX_RECORDS_PER_WINDOW);
@@ -469,7 +521,9 @@ mod tests {
             store.commit_window(&w, retention).unwrap();
         }
         // Minutes complete so far: 0..4 (the 5th ends at t0+300 = last end).
-        let minutes = store.windows(Tier::Minute, t0, t0 + 3600, Some(mac)).unwrap();
+        let minutes = store
+            .windows(Tier::Minute, t0, t0 + 3600, Some(mac))
+            .unwrap();
         assert_eq!(minutes.len(), 5);
         for m in &minutes {
             assert_eq!(m.records[0].bytes_up, 1200);
@@ -486,7 +540,9 @@ mod tests {
         };
         w.per_device.insert(mac, vec![]);
         store.commit_window(&w, retention).unwrap();
-        let hours = store.windows(Tier::Hour, t0, t0 + 86400, Some(mac)).unwrap();
+        let hours = store
+            .windows(Tier::Hour, t0, t0 + 86400, Some(mac))
+            .unwrap();
         assert_eq!(hours.len(), 1);
         assert_eq!(hours[0].records[0].bytes_up, 6000);
     }

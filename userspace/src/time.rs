@@ -67,7 +67,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "h" => 3600,
         "d" => 86400,
         "w" => 7 * 86400,
-        _ => return Err(format!("`{s}` has an unknown unit `{unit}` (use s, m, h, d or w)")),
+        _ => {
+            return Err(format!(
+                "`{s}` has an unknown unit `{unit}` (use s, m, h, d or w)"
+            ));
+        }
     };
     n.checked_mul(mult)
         .map(Duration::from_secs)

@@ -1,10 +1,133 @@
-//! `cargo xtask demo`.
+//! `cargo xtask demo`: the simulated home with the daemon counting it.
+//!
+//! Builds everything, creates the namespaces (gw, wan and one per device),
+//! starts the daemon in gw, keeps the devices busy with bounded traffic
+//! loops, and prints where to look. Ctrl-C (or `--minutes`) ends it and
+//! removes everything it made.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
+use iot_inspector_lab::home;
+use iot_inspector_lab::{DeviceSpec, Lab, SERVER_V4, SERVER_V6};
 
-#[derive(clap::Args, Default)]
-pub struct Args {}
+use crate::build;
 
-pub fn run(_args: &Args) -> Result<()> {
-    anyhow::bail!("`cargo xtask demo` is not written yet")
+#[derive(clap::Args)]
+pub struct Args {
+    /// How long the demo runs before it cleans up.
+    #[arg(long, default_value_t = 30)]
+    pub minutes: u64,
+}
+
+/// The devices of the demo home (MAC vendor prefixes of the kinds of
+/// product they stand for; addresses from 192.0.2.0/24).
+pub const HOME: &[DeviceSpec] = &[
+    DeviceSpec {
+        name: "camera",
+        mac: "2c:aa:8e:10:00:01",
+        host: 10,
+        vlan: None,
+    },
+    DeviceSpec {
+        name: "plug",
+        mac: "24:0a:c4:10:00:02",
+        host: 11,
+        vlan: None,
+    },
+    DeviceSpec {
+        name: "speaker",
+        mac: "48:a6:b8:10:00:03",
+        host: 12,
+        vlan: None,
+    },
+    DeviceSpec {
+        name: "tv",
+        mac: "b0:a7:37:10:00:04",
+        host: 13,
+        vlan: None,
+    },
+    DeviceSpec {
+        name: "phone",
+        mac: "da:a1:19:10:00:05",
+        host: 14,
+        vlan: None,
+    },
+    DeviceSpec {
+        name: "laptop",
+        mac: "3c:22:fb:10:00:06",
+        host: 15,
+        vlan: Some(10),
+    },
+];
+
+pub fn run(args: &Args) -> Result<()> {
+    let built = build::run(&build::Args::default())?;
+    // SAFETY: setting process environment before any thread starts.
+    unsafe {
+        std::env::set_var("IOT_INSPECTOR_BIN", &built.daemon);
+        std::env::set_var("IOT_INSPECTOR_BPF", &built.bpf_object);
+    }
+    let mut lab = Lab::new(HOME)?;
+    let daemon = lab.start_daemon(&[])?;
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        ctrlc_on(move || stop.store(true, Ordering::SeqCst));
+    }
+    let sock = daemon.socket.display().to_string();
+    let bin = built.daemon.display().to_string();
+    println!(
+        "\nThe simulated home is running ({} devices behind gw, the internet in wan).\n\
+         Look at it with:\n  {bin} --socket {sock} devices\n  {bin} --socket {sock} flows --since 5m\n  {bin} --socket {sock} status\n\
+         Daemon log: {}\nCtrl-C stops the demo and removes everything.\n",
+        lab.devices.len(),
+        daemon.log.display()
+    );
+    let until = Instant::now() + Duration::from_secs(args.minutes * 60);
+    let mut round = 0u32;
+    let mut port = 6000u16;
+    while Instant::now() < until && !stop.load(Ordering::SeqCst) {
+        // Each round: every device pings, one device moves some data.
+        for d in lab.devices.clone() {
+            let target = if round % 2 == 0 { SERVER_V4 } else { SERVER_V6 };
+            home::ping(&d, target, 1);
+        }
+        let d = lab.devices[(round as usize) % lab.devices.len()].clone();
+        if home::iperf_server(&mut lab, SERVER_V4, port).is_ok() {
+            let _ = home::iperf_client(&d, SERVER_V4, port, &["-4", "-t", "2", "-b", "5M"]);
+        }
+        port = if port > 6900 { 6000 } else { port + 1 };
+        round += 1;
+        for _ in 0..10 {
+            if stop.load(Ordering::SeqCst) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+    println!("stopping the demo");
+    daemon.stop()?;
+    drop(lab);
+    Ok(())
+}
+
+/// Runs `f` on SIGINT/SIGTERM (a thread waiting on a signal set).
+fn ctrlc_on(f: impl Fn() + Send + 'static) {
+    // SAFETY: blocking the signals in this (the main) thread before other
+    // threads start, then waiting for them in a dedicated thread.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        std::thread::spawn(move || {
+            let mut sig = 0;
+            libc::sigwait(&set, &mut sig);
+            f();
+        });
+    }
 }

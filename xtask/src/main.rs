@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod build;
+mod cross;
 mod demo;
 mod fuzz;
 mod package;

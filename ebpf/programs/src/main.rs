@@ -213,7 +213,8 @@ fn parse(ctx: &TcContext, dir: u8, p: &mut Parsed) -> Option<()> {
 
     let mut off = 12usize;
     let mut ethertype = h.be16(off)?;
-    let mut tagged = false;
+    // A tag the NIC (or the kernel's receive path) moved into metadata.
+    let mut tagged = unsafe { (*ctx.skb.skb).vlan_present } != 0;
     for _ in 0..MAX_VLAN_TAGS {
         if ethertype != ETH_P_8021Q && ethertype != ETH_P_8021AD {
             break;

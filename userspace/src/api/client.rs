@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
@@ -14,10 +14,27 @@ pub fn get<T: DeserializeOwned>(socket: &Path, path: &str) -> Result<T> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    rt.block_on(get_async(socket, path))
+    rt.block_on(request_async(socket, "GET", path, None))
+}
+
+/// POSTs a JSON body to `path` and decodes the JSON answer.
+pub fn post<T: DeserializeOwned>(socket: &Path, path: &str, body: &serde_json::Value) -> Result<T> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(request_async(socket, "POST", path, Some(body)))
 }
 
 pub async fn get_async<T: DeserializeOwned>(socket: &Path, path: &str) -> Result<T> {
+    request_async(socket, "GET", path, None).await
+}
+
+pub async fn request_async<T: DeserializeOwned>(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    body: Option<&serde_json::Value>,
+) -> Result<T> {
     let stream = UnixStream::connect(socket).await.with_context(|| {
         format!(
             "cannot reach the daemon at {} (is `iot-inspector run` running? pass --socket if it listens elsewhere)",
@@ -26,9 +43,16 @@ pub async fn get_async<T: DeserializeOwned>(socket: &Path, path: &str) -> Result
     })?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(conn);
-    let req = hyper::Request::get(path)
+    let bytes = match body {
+        Some(b) => Bytes::from(serde_json::to_vec(b)?),
+        None => Bytes::new(),
+    };
+    let req = hyper::Request::builder()
+        .method(method)
+        .uri(path)
         .header("host", "localhost")
-        .body(Empty::<Bytes>::new())?;
+        .header("content-type", "application/json")
+        .body(Full::new(bytes))?;
     let res = sender.send_request(req).await?;
     let status = res.status();
     let body = res.into_body().collect().await?.to_bytes();

@@ -6,11 +6,19 @@
 //! |---|---|---|
 //! | GET | `/v1/status` | the daemon, its ports and the kernel counters |
 //! | GET | `/v1/devices` | every device with addresses, totals and online state |
-//! | GET | `/v1/flows?device=MAC&since=20m&until=…` | traffic per remote end over a range |
+//! | GET | `/v1/flows?device=MAC&since=20m&until=…` | traffic per remote end over a range, named and explained |
+//! | GET | `/v1/parties?device=MAC&since=1h` | bytes by organisation and by category |
+//! | GET | `/v1/series?device=MAC&since=20m` | bytes per window, split by organisation |
+//! | GET | `/v1/rules` | rules, their state now, next change, history |
+//! | GET | `/v1/alerts` | new devices, first contacts with advertising/tracking |
+//! | POST | `/v1/devices/label` `{mac, label}` | names a device |
+//! | POST | `/v1/rules/block`, `/unblock` `{mac}`, `/pause` `{mac, until}` | blocks by hand |
+//! | POST | `/v1/rules/set` `{device, schedule, away_mode, household, block_*}` | a device's rule |
+//! | POST | `/v1/rules/delete` `{id}` | removes a rule |
 
 pub mod client;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::net::IpAddr;
 use std::path::Path;
@@ -24,8 +32,9 @@ use hyper_util::rt::TokioIo;
 use serde::{Deserialize, Serialize};
 use tokio::net::UnixListener;
 
-use crate::daemon::Shared;
+use crate::daemon::{Shared, source_name};
 use crate::dissect::Mac;
+use crate::explain::{Category, Explanation, KnowledgeBase};
 use crate::inventory::ONLINE_SECS;
 use crate::store::{Store, Tier};
 use crate::time::{parse_duration, unix_secs};
@@ -34,6 +43,8 @@ use crate::time::{parse_duration, unix_secs};
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct DeviceView {
     pub mac: Mac,
+    /// The owner's name for it.
+    pub label: Option<String>,
     pub ips: Vec<IpAddr>,
     pub first_seen: u64,
     pub last_seen: u64,
@@ -59,6 +70,43 @@ pub struct FlowView {
     /// Unix seconds of the first and last window with traffic.
     pub first: u64,
     pub last: u64,
+    /// The remote end's name, and where it came from.
+    pub name: Option<String>,
+    pub name_source: Option<String>,
+    /// Who runs it and why a device would talk to it, in plain words.
+    pub explanation: Explanation,
+}
+
+/// Everything a device (or the network) exchanged with one organisation.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PartyView {
+    /// The organisation, or the registrable domain / address when unknown.
+    pub party: String,
+    pub organisation: Option<String>,
+    pub category: Category,
+    pub category_label: String,
+    pub description: String,
+    pub expected: Option<bool>,
+    /// Names seen for it (bounded).
+    pub names: Vec<String>,
+    pub devices: Vec<Mac>,
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+}
+
+/// Bytes by category.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CategoryView {
+    pub category: Category,
+    pub label: String,
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PartiesView {
+    pub parties: Vec<PartyView>,
+    pub categories: Vec<CategoryView>,
 }
 
 /// Creates the socket, replacing a stale one, readable by root only.
@@ -67,8 +115,7 @@ pub fn bind(path: &Path) -> Result<UnixListener> {
         std::fs::create_dir_all(dir)?;
     }
     let _ = std::fs::remove_file(path);
-    let l = UnixListener::bind(path)
-        .with_context(|| format!("listening on {}", path.display()))?;
+    let l = UnixListener::bind(path).with_context(|| format!("listening on {}", path.display()))?;
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     Ok(l)
@@ -85,7 +132,7 @@ pub async fn serve(listener: UnixListener, shared: Arc<Shared>, store: Arc<Store
             let svc = hyper::service::service_fn(move |req| {
                 let shared = shared.clone();
                 let store = store.clone();
-                async move { Ok::<_, Infallible>(handle(req, &shared, &store)) }
+                async move { Ok::<_, Infallible>(handle(req, &shared, &store).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), svc)
@@ -94,27 +141,30 @@ pub async fn serve(listener: UnixListener, shared: Arc<Shared>, store: Arc<Store
     }
 }
 
-fn json<T: Serialize>(status: StatusCode, body: &T) -> Response<Full<Bytes>> {
-    let bytes = serde_json::to_vec(body).unwrap_or_default();
-    Response::builder()
-        .status(status)
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(bytes)))
-        .unwrap()
+/// An API answer: status and JSON body. The unix-socket server and the
+/// dashboard's HTTP server both turn requests into [`dispatch`] calls, so
+/// there is one API whatever the transport.
+pub struct Answer {
+    pub status: StatusCode,
+    pub body: Vec<u8>,
 }
 
-fn error(status: StatusCode, msg: impl Into<String>) -> Response<Full<Bytes>> {
+fn json<T: Serialize>(status: StatusCode, body: &T) -> Answer {
+    Answer {
+        status,
+        body: serde_json::to_vec(body).unwrap_or_default(),
+    }
+}
+
+fn error(status: StatusCode, msg: impl Into<String>) -> Answer {
     json(status, &serde_json::json!({ "error": msg.into() }))
 }
 
-fn query(req: &Request<Incoming>) -> HashMap<String, String> {
-    req.uri()
-        .query()
-        .unwrap_or("")
-        .split('&')
+fn parse_query(q: &str) -> HashMap<String, String> {
+    q.split('&')
         .filter_map(|kv| {
             let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            (!k.is_empty()).then(|| (k.to_string(), percent_decode(v)))
+            (!k.is_empty()).then(|| (percent_decode(k), percent_decode(v)))
         })
         .collect()
 }
@@ -142,24 +192,157 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn handle(req: Request<Incoming>, shared: &Shared, store: &Store) -> Response<Full<Bytes>> {
-    if req.method() != Method::GET {
-        return error(StatusCode::METHOD_NOT_ALLOWED, "only GET is served here");
+/// Largest request body accepted.
+pub const MAX_BODY: usize = 64 * 1024;
+
+async fn handle(req: Request<Incoming>, shared: &Shared, store: &Store) -> Response<Full<Bytes>> {
+    use http_body_util::BodyExt;
+    let (parts, body) = req.into_parts();
+    let body = match http_body_util::Limited::new(body, MAX_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => Bytes::new(),
+    };
+    let a = dispatch(
+        &parts.method,
+        parts.uri.path(),
+        parts.uri.query().unwrap_or(""),
+        &body,
+        shared,
+        store,
+    );
+    Response::builder()
+        .status(a.status)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(a.body)))
+        .unwrap()
+}
+
+/// Answers one API request.
+pub fn dispatch(
+    method: &Method,
+    path: &str,
+    query: &str,
+    body: &[u8],
+    shared: &Shared,
+    store: &Store,
+) -> Answer {
+    if method == Method::POST {
+        return change(path, body, shared);
     }
-    let q = query(&req);
-    match req.uri().path() {
+    if method != Method::GET {
+        return error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "use GET to read and POST to change",
+        );
+    }
+    let q = parse_query(query);
+    match path {
         "/v1/status" => json(StatusCode::OK, &*shared.status.read().unwrap()),
         "/v1/devices" => json(StatusCode::OK, &devices(shared)),
-        "/v1/flows" => match flows(store, &q) {
+        "/v1/flows" => match flows(store, shared, &q) {
             Ok(v) => json(StatusCode::OK, &v),
             Err(e) => error(StatusCode::BAD_REQUEST, format!("{e:#}")),
         },
+        "/v1/parties" => match flows(store, shared, &q) {
+            Ok(v) => json(StatusCode::OK, &parties(&v)),
+            Err(e) => error(StatusCode::BAD_REQUEST, format!("{e:#}")),
+        },
+        "/v1/series" => match series(store, shared, &q) {
+            Ok(v) => json(StatusCode::OK, &v),
+            Err(e) => error(StatusCode::BAD_REQUEST, format!("{e:#}")),
+        },
+        "/v1/rules" => json(StatusCode::OK, &*shared.rules.read().unwrap()),
+        "/v1/alerts" => json(StatusCode::OK, &*shared.alerts.read().unwrap()),
         other => error(StatusCode::NOT_FOUND, format!("no such endpoint {other}")),
+    }
+}
+
+#[derive(Deserialize)]
+struct LabelRequest {
+    mac: Mac,
+    label: String,
+}
+
+#[derive(Deserialize)]
+struct DeviceRequest {
+    mac: Mac,
+    until: Option<i64>,
+}
+
+#[derive(Deserialize)]
+struct DeleteRequest {
+    id: String,
+}
+
+/// Requests that change the configuration: each edits the UCI file (so
+/// LuCI and `uci` see the same thing), then wakes the daemon to apply it.
+fn change(path: &str, body: &[u8], shared: &Shared) -> Answer {
+    use crate::control::edit;
+    let Some(config) = shared.config_path.as_deref() else {
+        return error(
+            StatusCode::CONFLICT,
+            "the daemon runs without a configuration file",
+        );
+    };
+    fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, Answer> {
+        serde_json::from_slice(body)
+            .map_err(|e| error(StatusCode::BAD_REQUEST, format!("bad request body: {e}")))
+    }
+    let _guard = shared.config_lock.lock().unwrap();
+    let result: Result<serde_json::Value, Answer> = (|| {
+        let done = match path {
+            "/v1/devices/label" => {
+                let r: LabelRequest = parse(body)?;
+                edit::set_label(config, r.mac, &r.label).map(|_| serde_json::json!({"ok": true}))
+            }
+            "/v1/rules/block" => {
+                let r: DeviceRequest = parse(body)?;
+                edit::block(config, r.mac, None).map(|_| serde_json::json!({"ok": true}))
+            }
+            "/v1/rules/pause" => {
+                let r: DeviceRequest = parse(body)?;
+                let Some(until) = r.until else {
+                    return Err(error(
+                        StatusCode::BAD_REQUEST,
+                        "a pause needs `until` (unix seconds)",
+                    ));
+                };
+                edit::block(config, r.mac, Some(until)).map(|_| serde_json::json!({"ok": true}))
+            }
+            "/v1/rules/unblock" => {
+                let r: DeviceRequest = parse(body)?;
+                edit::unblock(config, r.mac)
+                    .map(|removed| serde_json::json!({"ok": true, "removed": removed}))
+            }
+            "/v1/rules/set" => {
+                let r: crate::control::edit::RuleRequest = parse(body)?;
+                edit::set_rule(config, &r).map(|id| serde_json::json!({"ok": true, "id": id}))
+            }
+            "/v1/rules/delete" => {
+                let r: DeleteRequest = parse(body)?;
+                edit::delete_rule(config, &r.id).map(|_| serde_json::json!({"ok": true}))
+            }
+            other => {
+                return Err(error(
+                    StatusCode::NOT_FOUND,
+                    format!("no such endpoint {other}"),
+                ));
+            }
+        };
+        done.map_err(|e| error(StatusCode::BAD_REQUEST, format!("{e:#}")))
+    })();
+    match result {
+        Ok(v) => {
+            shared.reload.notify_one();
+            json(StatusCode::OK, &v)
+        }
+        Err(a) => a,
     }
 }
 
 fn devices(shared: &Shared) -> Vec<DeviceView> {
     let now = unix_secs();
+    let labels = shared.labels.read().unwrap();
     shared
         .devices
         .read()
@@ -167,6 +350,7 @@ fn devices(shared: &Shared) -> Vec<DeviceView> {
         .iter()
         .map(|d| DeviceView {
             mac: d.mac,
+            label: labels.get(&d.mac).cloned(),
             ips: d.ips.iter().rev().copied().collect(),
             first_seen: d.first_seen,
             last_seen: d.last_seen,
@@ -206,7 +390,7 @@ pub fn protocol_name(p: u8) -> String {
     }
 }
 
-fn flows(store: &Store, q: &HashMap<String, String>) -> Result<Vec<FlowView>> {
+fn flows(store: &Store, shared: &Shared, q: &HashMap<String, String>) -> Result<Vec<FlowView>> {
     let now = unix_secs();
     let device = match q.get("device") {
         Some(m) if !m.is_empty() => Some(m.parse::<Mac>()?),
@@ -215,8 +399,7 @@ fn flows(store: &Store, q: &HashMap<String, String>) -> Result<Vec<FlowView>> {
     let since = instant(q.get("since"), now.saturating_sub(1200), now)?;
     let until = instant(q.get("until"), now + 1, now)?;
     let tier = Tier::for_range(now.saturating_sub(since));
-    let mut out: HashMap<(Mac, Option<IpAddr>, Option<IpAddr>, u8, u16), FlowView> =
-        HashMap::new();
+    let mut out: HashMap<(Mac, Option<IpAddr>, Option<IpAddr>, u8, u16), FlowView> = HashMap::new();
     for w in store.windows(tier, since, until, device)? {
         for r in &w.records {
             let v = out
@@ -233,7 +416,14 @@ fn flows(store: &Store, q: &HashMap<String, String>) -> Result<Vec<FlowView>> {
                     packets_down: 0,
                     first: w.start,
                     last: w.start,
+                    name: None,
+                    name_source: None,
+                    explanation: unexplained(),
                 });
+            if v.name.is_none() && r.name.is_some() {
+                v.name = r.name.clone();
+                v.name_source = r.name_source.clone();
+            }
             v.bytes_up += r.bytes_up;
             v.bytes_down += r.bytes_down;
             v.packets_up += r.packets_up;
@@ -243,8 +433,167 @@ fn flows(store: &Store, q: &HashMap<String, String>) -> Result<Vec<FlowView>> {
         }
     }
     let mut v: Vec<FlowView> = out.into_values().collect();
+    let kb = KnowledgeBase::builtin();
+    let names = shared.names.read().unwrap();
+    let now_ns = crate::time::unix_ns();
+    for f in &mut v {
+        if f.name.is_none() {
+            // A name learned after the window was stored still applies.
+            if let Some(b) = f
+                .remote_ip
+                .and_then(|ip| names.lookup(f.device, ip, now_ns))
+            {
+                f.name = Some(b.name.clone());
+                f.name_source = Some(source_name(&b.source).to_string());
+            }
+        }
+        f.explanation = match (&f.name, f.remote_ip) {
+            (Some(n), _) => kb.explain(n, &[], None),
+            (None, Some(ip)) => kb.explain_address(ip),
+            (None, None) => unexplained(),
+        };
+    }
     v.sort_by(|a, b| (b.bytes_up + b.bytes_down).cmp(&(a.bytes_up + a.bytes_down)));
     Ok(v)
+}
+
+/// Traffic over time: one point per stored window, split by party.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SeriesView {
+    /// Seconds per point (5, 60 or 3600 by the range asked for).
+    pub step: u64,
+    pub points: Vec<SeriesPoint>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SeriesPoint {
+    pub start: u64,
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+    /// Bytes (both ways) by party (organisation, else domain or address).
+    pub by_party: BTreeMap<String, u64>,
+}
+
+fn series(store: &Store, shared: &Shared, q: &HashMap<String, String>) -> Result<SeriesView> {
+    let now = unix_secs();
+    let device = match q.get("device") {
+        Some(m) if !m.is_empty() => Some(m.parse::<Mac>()?),
+        _ => None,
+    };
+    let since = instant(q.get("since"), now.saturating_sub(1200), now)?;
+    let tier = Tier::for_range(now.saturating_sub(since));
+    let step = match tier {
+        Tier::Raw => shared.status.read().unwrap().window_secs.max(1),
+        Tier::Minute => 60,
+        Tier::Hour => 3600,
+    };
+    let kb = KnowledgeBase::builtin();
+    let names = shared.names.read().unwrap();
+    let now_ns = crate::time::unix_ns();
+    let mut points: BTreeMap<u64, SeriesPoint> = BTreeMap::new();
+    for w in store.windows(tier, since, now + 1, device)? {
+        let p = points.entry(w.start).or_insert_with(|| SeriesPoint {
+            start: w.start,
+            bytes_up: 0,
+            bytes_down: 0,
+            by_party: BTreeMap::new(),
+        });
+        for r in &w.records {
+            p.bytes_up += r.bytes_up;
+            p.bytes_down += r.bytes_down;
+            let name = r.name.clone().or_else(|| {
+                r.remote_ip
+                    .and_then(|ip| names.lookup(w.mac, ip, now_ns))
+                    .map(|b| b.name.clone())
+            });
+            let e = match (&name, r.remote_ip) {
+                (Some(n), _) => kb.explain(n, &[], None),
+                (None, Some(ip)) => kb.explain_address(ip),
+                (None, None) => unexplained(),
+            };
+            let party = e
+                .organisation
+                .or(e.registrable)
+                .or(name)
+                .or_else(|| r.remote_ip.map(|i| i.to_string()))
+                .unwrap_or_else(|| "other".into());
+            *p.by_party.entry(party).or_default() += r.bytes();
+        }
+    }
+    Ok(SeriesView {
+        step,
+        points: points.into_values().collect(),
+    })
+}
+
+fn unexplained() -> Explanation {
+    Explanation {
+        domain: String::new(),
+        registrable: None,
+        organisation: None,
+        category: Category::Other,
+        description: "Traffic too small or too varied to list one by one.".into(),
+        expected: None,
+        source: "none".into(),
+    }
+}
+
+/// Groups flows by the organisation behind them (or the registrable domain,
+/// or the address), and sums bytes by category.
+pub fn parties(flows: &[FlowView]) -> PartiesView {
+    let mut by_party: HashMap<String, PartyView> = HashMap::new();
+    let mut by_cat: HashMap<Category, (u64, u64)> = HashMap::new();
+    for f in flows {
+        let e = &f.explanation;
+        let key = e
+            .organisation
+            .clone()
+            .or_else(|| e.registrable.clone())
+            .or_else(|| f.name.clone())
+            .or_else(|| f.remote_ip.map(|i| i.to_string()))
+            .unwrap_or_else(|| "other".into());
+        let p = by_party.entry(key.clone()).or_insert_with(|| PartyView {
+            party: key,
+            organisation: e.organisation.clone(),
+            category: e.category,
+            category_label: e.category.label().to_string(),
+            description: e.description.clone(),
+            expected: e.expected,
+            names: Vec::new(),
+            devices: Vec::new(),
+            bytes_up: 0,
+            bytes_down: 0,
+        });
+        p.bytes_up += f.bytes_up;
+        p.bytes_down += f.bytes_down;
+        if let Some(n) = &f.name {
+            if !p.names.contains(n) && p.names.len() < 20 {
+                p.names.push(n.clone());
+            }
+        }
+        if !p.devices.contains(&f.device) {
+            p.devices.push(f.device);
+        }
+        let c = by_cat.entry(e.category).or_default();
+        c.0 += f.bytes_up;
+        c.1 += f.bytes_down;
+    }
+    let mut parties: Vec<PartyView> = by_party.into_values().collect();
+    parties.sort_by(|a, b| (b.bytes_up + b.bytes_down).cmp(&(a.bytes_up + a.bytes_down)));
+    let mut categories: Vec<CategoryView> = by_cat
+        .into_iter()
+        .map(|(c, (u, d))| CategoryView {
+            category: c,
+            label: c.label().to_string(),
+            bytes_up: u,
+            bytes_down: d,
+        })
+        .collect();
+    categories.sort_by(|a, b| (b.bytes_up + b.bytes_down).cmp(&(a.bytes_up + a.bytes_down)));
+    PartiesView {
+        parties,
+        categories,
+    }
 }
 
 #[cfg(test)]

@@ -60,8 +60,7 @@ impl FlowReading {
             r.bytes_down += c.bytes_down;
             r.packets_up += c.packets_up;
             r.packets_down += c.packets_down;
-            if c.first_seen_ns != 0 && (r.first_seen_ns == 0 || c.first_seen_ns < r.first_seen_ns)
-            {
+            if c.first_seen_ns != 0 && (r.first_seen_ns == 0 || c.first_seen_ns < r.first_seen_ns) {
                 r.first_seen_ns = c.first_seen_ns;
             }
             r.last_seen_ns = r.last_seen_ns.max(c.last_seen_ns);
@@ -127,7 +126,10 @@ impl Datapath {
             Err(e) if resumed => {
                 // Pinned maps of another shape (the flow table size changed):
                 // start afresh rather than refuse to run.
-                log::warn!("pinned maps in {} do not fit ({e}); recreating them", pin_dir.display());
+                log::warn!(
+                    "pinned maps in {} do not fit ({e}); recreating them",
+                    pin_dir.display()
+                );
                 for name in [maps::FLOWS, maps::STATS, maps::SAMPLES] {
                     let _ = std::fs::remove_file(pin_dir.join(name));
                 }

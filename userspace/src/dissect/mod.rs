@@ -12,7 +12,16 @@ use std::net::IpAddr;
 use etherparse::{NetSlice, SlicedPacket, TransportSlice};
 use serde::{Deserialize, Serialize};
 
+pub mod dhcp;
+pub mod dhcpv6;
+pub mod dns;
 pub mod frame;
+pub mod http;
+pub mod http_host;
+pub mod mdns;
+pub mod quic;
+pub mod ssdp;
+pub mod tls;
 
 pub use frame::{Direction, Frame, Mac};
 
@@ -23,6 +32,61 @@ pub use frame::{Direction, Frame, Mac};
 pub enum Observation {
     /// A device is present at an address (any frame from it).
     Seen { mac: Mac, ip: Option<IpAddr> },
+    /// A DHCPv4 client message (identify).
+    Dhcp(dhcp::DhcpRequest),
+    /// A DHCPv6 client message (identify).
+    Dhcpv6(dhcpv6::Dhcpv6Request),
+    /// An mDNS/DNS-SD query or response sent by the device (identify).
+    Mdns(mdns::MdnsMessage),
+    /// An SSDP NOTIFY, M-SEARCH or M-SEARCH response from the device (identify).
+    Ssdp(ssdp::SsdpMessage),
+    /// A plain-HTTP request head sent by the device (identify).
+    HttpRequest(http::HttpRequest),
+    /// names: a DNS answer delivered to the device (`mac`, `ip`) by
+    /// `server_ip`: the question, its CNAME chain in order, and the
+    /// addresses of the question or chain with their TTLs.
+    DnsAnswer {
+        mac: Mac,
+        ip: IpAddr,
+        server_ip: IpAddr,
+        timestamp_ns: u64,
+        question: String,
+        cnames: Vec<String>,
+        addresses: Vec<dns::DnsAddress>,
+    },
+    /// names: the server name of a TLS ClientHello the device sent.
+    /// `timestamp_ns` is the first segment's (the flow's start).
+    TlsSni {
+        mac: Mac,
+        ip: IpAddr,
+        port: u16,
+        remote_ip: IpAddr,
+        remote_port: u16,
+        timestamp_ns: u64,
+        sni: String,
+    },
+    /// names: the server name in a QUIC client Initial's ClientHello.
+    QuicSni {
+        mac: Mac,
+        ip: IpAddr,
+        port: u16,
+        remote_ip: IpAddr,
+        remote_port: u16,
+        timestamp_ns: u64,
+        sni: String,
+        version: u32,
+    },
+    /// names: the Host header of a plain-HTTP request the device sent
+    /// (port and address literals removed).
+    HttpHost {
+        mac: Mac,
+        ip: IpAddr,
+        port: u16,
+        remote_ip: IpAddr,
+        remote_port: u16,
+        timestamp_ns: u64,
+        host: String,
+    },
 }
 
 /// Counters of what [`dissect`] rejected, by protocol.
@@ -31,6 +95,42 @@ pub struct DissectStats {
     pub frames: u64,
     /// Frames whose Ethernet/IP/transport headers did not parse.
     pub malformed_frames: u64,
+    /// identify: rejected DHCPv4/DHCPv6/mDNS/SSDP/HTTP payloads.
+    #[serde(default)]
+    pub dhcp_malformed: u64,
+    #[serde(default)]
+    pub dhcpv6_malformed: u64,
+    #[serde(default)]
+    pub mdns_malformed: u64,
+    #[serde(default)]
+    pub ssdp_malformed: u64,
+    #[serde(default)]
+    pub http_malformed: u64,
+    /// identify: texts cut to their bound, and list items dropped at a cap.
+    #[serde(default)]
+    pub identify_truncated: u64,
+    /// names: DNS messages seen from port 53, and those rejected (hostile
+    /// or malformed: see dissect::dns::Reject).
+    #[serde(default)]
+    pub dns_messages: u64,
+    #[serde(default)]
+    pub dns_rejected: u64,
+    /// names: TLS ClientHellos seen, and those rejected.
+    #[serde(default)]
+    pub tls_client_hellos: u64,
+    #[serde(default)]
+    pub tls_rejected: u64,
+    /// names: QUIC client Initials decrypted, rejected (bad header, frames
+    /// or ClientHello), and long-header packets whose tag did not verify.
+    #[serde(default)]
+    pub quic_initials: u64,
+    #[serde(default)]
+    pub quic_rejected: u64,
+    #[serde(default)]
+    pub quic_undecryptable: u64,
+    /// names: partial ClientHellos evicted to make room for newer flows.
+    #[serde(default)]
+    pub hello_buffers_evicted: u64,
 }
 
 /// The transport-level view of a frame that protocol parsers work from.
@@ -62,6 +162,8 @@ pub enum Transport {
 #[derive(Debug, Default)]
 pub struct Dissector {
     pub stats: DissectStats,
+    /// names: partial TLS/QUIC ClientHellos, at most 64 flows x 4 KiB.
+    pub hello_buffers: tls::HelloBuffers,
 }
 
 impl Dissector {
@@ -143,4 +245,19 @@ fn dissect(d: &mut Dissector, frame: &Frame<'_>, out: &mut Vec<Observation>) {
 }
 
 /// Hands the packet to the protocol parsers its ports point at.
-fn dispatch(_d: &mut Dissector, _packet: &Packet<'_>, _out: &mut Vec<Observation>) {}
+fn dispatch(d: &mut Dissector, packet: &Packet<'_>, out: &mut Vec<Observation>) {
+    // identify: each checks its own ports and returns early.
+    dhcp::dissect(&mut d.stats, packet, out);
+    dhcpv6::dissect(&mut d.stats, packet, out);
+    mdns::dissect(&mut d.stats, packet, out);
+    ssdp::dissect(&mut d.stats, packet, out);
+    http::dissect(&mut d.stats, packet, out);
+    // names: DNS answers to the device; ClientHellos (TCP) and QUIC
+    // Initials (UDP) by content, whatever the port; HTTP Host.
+    if packet.src_port == 53 && packet.frame.direction != Direction::Up {
+        dns::dissect(&mut d.stats, packet, out);
+    }
+    tls::dissect(d, packet, out);
+    quic::dissect(d, packet, out);
+    http_host::dissect(packet, out);
+}

@@ -1,0 +1,459 @@
+//! The TC programs run by the kernel on crafted frames (BPF_PROG_TEST_RUN):
+//! every header combination they parse, and hostile frames. Checks the flow
+//! keys and counters they leave, the statistics, and the samples.
+//!
+//! Needs root and the eBPF object (`cargo xtask test` builds it).
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
+use etherparse::PacketBuilder;
+use iot_inspector::daemon::key_ips;
+use iot_inspector::datapath::{Datapath, FlowReading, LoadOptions, RawSample};
+use iot_inspector_common::{FlowKey, SAMPLE_BYTES, programs, proto, reason};
+
+const DEV: [u8; 6] = [0x24, 0x0a, 0xc4, 0x00, 0x00, 0x01];
+const GW: [u8; 6] = [0x02, 0x00, 0x5e, 0x00, 0x53, 0x01];
+const DEV4: [u8; 4] = [192, 0, 2, 10];
+const SRV4: [u8; 4] = [203, 0, 113, 10];
+const DEV6: [u8; 16] = [
+    0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+];
+const SRV6: [u8; 16] = [
+    0x20, 0x01, 0x0d, 0xb8, 0, 0xee, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+];
+
+fn bpf_object() -> PathBuf {
+    std::env::var_os("IOT_INSPECTOR_BPF")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bpf/iot-inspector.bpf.o")
+        })
+}
+
+/// A loaded copy of the programs with maps pinned in a private bpffs.
+struct Loaded {
+    dp: Datapath,
+    dir: tempfile::TempDir,
+}
+
+impl Loaded {
+    fn new() -> Loaded {
+        let dir = tempfile::tempdir().unwrap();
+        let dp = Datapath::load(&LoadOptions {
+            object: bpf_object(),
+            pin_dir: dir.path().join("pins"),
+            flow_entries: 4096,
+        })
+        .expect("loading the eBPF object (run as root after `cargo xtask build`)");
+        Loaded { dp, dir }
+    }
+
+    fn run(&mut self, program: &str, frame: &[u8]) {
+        assert!(
+            self.try_run(program, frame),
+            "BPF_PROG_TEST_RUN refused a {}-byte frame",
+            frame.len()
+        );
+    }
+
+    /// Runs the program; `false` when the kernel refuses to build an skb
+    /// from the bytes (BPF_PROG_TEST_RUN's own checks), which is not the
+    /// program's doing.
+    fn try_run(&mut self, program: &str, frame: &[u8]) -> bool {
+        let prog: &mut SchedClassifier = self
+            .dp
+            .ebpf_mut()
+            .program_mut(program)
+            .unwrap()
+            .try_into()
+            .unwrap();
+        let res = match prog.test_run(TestRunOptions {
+            data_in: Some(frame),
+            repeat: 1,
+            ..Default::default()
+        }) {
+            Ok(r) => r,
+            Err(e) if format!("{e:?}").contains("InvalidInput") => return false,
+            Err(e) => panic!("BPF_PROG_TEST_RUN: {e:?}"),
+        };
+        // TC_ACT_UNSPEC (-1): never drops or redirects.
+        assert_eq!(
+            res.return_value as i32, -1,
+            "the program must pass every frame on"
+        );
+        true
+    }
+
+    fn up(&mut self, frame: &[u8]) {
+        self.run(programs::INGRESS, frame)
+    }
+
+    fn down(&mut self, frame: &[u8]) {
+        self.run(programs::EGRESS, frame)
+    }
+
+    fn flows(&self) -> Vec<(FlowKey, FlowReading)> {
+        let mut v = Vec::new();
+        self.dp.read_flows(|k, r| v.push((k, r))).unwrap();
+        v
+    }
+
+    fn only_flow(&self) -> (FlowKey, FlowReading) {
+        let f = self.flows();
+        assert_eq!(f.len(), 1, "expected one flow, got {f:?}");
+        f[0]
+    }
+
+    fn stat(&self, name: &str) -> u64 {
+        self.dp
+            .stats()
+            .unwrap()
+            .into_iter()
+            .find(|(n, _)| *n == name)
+            .unwrap()
+            .1
+    }
+
+    fn samples(&mut self) -> Vec<RawSample> {
+        let mut v = Vec::new();
+        self.dp.drain_samples(1000, &mut v);
+        v
+    }
+}
+
+impl Drop for Loaded {
+    fn drop(&mut self) {
+        let _ = self.dp.unpin_maps();
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+fn tcp4(payload: &[u8], dport: u16) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(DEV, GW)
+        .ipv4(DEV4, SRV4, 64)
+        .tcp(40000, dport, 1, 64000)
+        .psh()
+        .ack(1);
+    let mut out = Vec::new();
+    b.write(&mut out, payload).unwrap();
+    out
+}
+
+fn udp6(payload: &[u8], sport: u16, dport: u16) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(DEV, GW)
+        .ipv6(DEV6, SRV6, 64)
+        .udp(sport, dport);
+    let mut out = Vec::new();
+    b.write(&mut out, payload).unwrap();
+    out
+}
+
+fn ip(s: &str) -> Option<IpAddr> {
+    Some(s.parse().unwrap())
+}
+
+#[test]
+fn ipv4_tcp_both_directions_share_one_flow() {
+    let mut l = Loaded::new();
+    let up = tcp4(&[1; 100], 8883);
+    l.up(&up);
+    // The answer, as delivered to the device.
+    let mut down = Vec::new();
+    PacketBuilder::ethernet2(GW, DEV)
+        .ipv4(SRV4, DEV4, 64)
+        .tcp(8883, 40000, 1, 64000)
+        .ack(1)
+        .write(&mut down, &[2; 300])
+        .unwrap();
+    l.down(&down);
+    l.down(&down);
+    let (k, r) = l.only_flow();
+    assert_eq!(k.device_mac, DEV);
+    assert_eq!(key_ips(&k), (ip("192.0.2.10"), ip("203.0.113.10")));
+    assert_eq!(
+        (k.proto, k.device_port, k.remote_port),
+        (proto::TCP, 40000, 8883)
+    );
+    assert_eq!((r.bytes_up, r.packets_up), (20 + 20 + 100, 1));
+    assert_eq!((r.bytes_down, r.packets_down), (2 * (20 + 20 + 300), 2));
+    assert_eq!(r.tcp_flags & 0x18, 0x18, "PSH|ACK seen");
+    assert!(r.first_seen_ns > 0 && r.last_seen_ns >= r.first_seen_ns);
+}
+
+#[test]
+fn ipv6_udp_icmp_and_arp_are_keyed() {
+    let mut l = Loaded::new();
+    l.up(&udp6(&[0; 50], 5000, 6000));
+    let mut icmp = Vec::new();
+    PacketBuilder::ethernet2(DEV, GW)
+        .ipv4(DEV4, SRV4, 64)
+        .icmpv4_echo_request(1, 1)
+        .write(&mut icmp, &[0; 56])
+        .unwrap();
+    l.up(&icmp);
+    let mut icmp6 = Vec::new();
+    PacketBuilder::ethernet2(DEV, GW)
+        .ipv6(DEV6, SRV6, 64)
+        .icmpv6_echo_request(1, 1)
+        .write(&mut icmp6, &[0; 56])
+        .unwrap();
+    l.up(&icmp6);
+    // ARP request from the device: sender 192.0.2.10 asks for 192.0.2.1.
+    let mut arp = vec![0xff; 6];
+    arp.extend_from_slice(&DEV);
+    arp.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
+    arp.extend_from_slice(&DEV);
+    arp.extend_from_slice(&DEV4);
+    arp.extend_from_slice(&[0; 6]);
+    arp.extend_from_slice(&[192, 0, 2, 1]);
+    l.up(&arp);
+    let flows = l.flows();
+    let find = |p: u8| {
+        flows
+            .iter()
+            .find(|(k, _)| k.proto == p)
+            .unwrap_or_else(|| panic!("no proto {p} in {flows:?}"))
+    };
+    let (k, r) = find(proto::UDP);
+    assert_eq!(key_ips(k), (ip("2001:db8:1::10"), ip("2001:db8:ee::10")));
+    assert_eq!(
+        (k.device_port, k.remote_port, r.bytes_up),
+        (5000, 6000, 40 + 8 + 50)
+    );
+    assert_eq!(find(proto::ICMP).1.bytes_up, 20 + 8 + 56);
+    assert_eq!(find(proto::ICMPV6).1.bytes_up, 40 + 8 + 56);
+    let (k, r) = find(proto::ARP);
+    assert_eq!(key_ips(k), (ip("192.0.2.10"), ip("192.0.2.1")));
+    assert_eq!(r.bytes_up, 28);
+    assert_eq!(l.stat("non_ip"), 1);
+}
+
+#[test]
+fn vlan_and_qinq_tags_are_skipped() {
+    let mut l = Loaded::new();
+    let plain = tcp4(&[7; 10], 443);
+    for tags in [vec![(0x8100u16, 100u16)], vec![(0x88a8, 10), (0x8100, 20)]] {
+        let mut f = plain[..12].to_vec();
+        for (tpid, vid) in &tags {
+            f.extend_from_slice(&tpid.to_be_bytes());
+            f.extend_from_slice(&vid.to_be_bytes());
+        }
+        f.extend_from_slice(&plain[12..]);
+        l.up(&f);
+    }
+    let (k, r) = l.only_flow();
+    assert_eq!((k.remote_port, r.packets_up, r.bytes_up), (443, 2, 2 * 50));
+    assert_eq!(l.stat("vlan_tagged"), 2);
+}
+
+#[test]
+fn ipv6_extension_headers_and_fragments() {
+    let mut l = Loaded::new();
+    // Hop-by-hop (8 bytes) then destination options (8 bytes) then UDP.
+    let udp = udp6(&[9; 20], 1234, 5678);
+    let mut f = udp[..14 + 40].to_vec();
+    f[14 + 6] = 0; // next header: hop-by-hop
+    f.extend_from_slice(&[60, 0, 1, 4, 0, 0, 0, 0]); // → dest opts, PadN
+    f.extend_from_slice(&[17, 0, 1, 4, 0, 0, 0, 0]); // → UDP
+    f.extend_from_slice(&udp[14 + 40..]);
+    let plen = (f.len() - 14 - 40) as u16;
+    f[14 + 4..14 + 6].copy_from_slice(&plen.to_be_bytes());
+    l.up(&f);
+    // A non-first fragment: fragment header with offset 8, no ports.
+    let mut frag = udp[..14 + 40].to_vec();
+    frag[14 + 6] = 44;
+    frag.extend_from_slice(&[17, 0, 0x00, 0x40, 0, 0, 0, 1]);
+    frag.extend_from_slice(&[0xab; 32]);
+    let plen = (frag.len() - 14 - 40) as u16;
+    frag[14 + 4..14 + 6].copy_from_slice(&plen.to_be_bytes());
+    l.up(&frag);
+    // Seven hop-by-hop headers: more than the programs follow.
+    let mut long = udp[..14 + 40].to_vec();
+    long[14 + 6] = 0;
+    for _ in 0..7 {
+        long.extend_from_slice(&[0, 0, 1, 4, 0, 0, 0, 0]);
+    }
+    let plen = (long.len() - 14 - 40) as u16;
+    long[14 + 4..14 + 6].copy_from_slice(&plen.to_be_bytes());
+    l.up(&long);
+    let flows = l.flows();
+    assert!(
+        flows.iter().any(|(k, r)| k.proto == proto::UDP
+            && k.device_port == 1234
+            && k.remote_port == 5678
+            && r.bytes_up == (40 + 16 + 8 + 20) as u64),
+        "{flows:?}"
+    );
+    assert!(
+        flows
+            .iter()
+            .any(|(k, _)| k.proto == proto::UDP && k.device_port == 0 && k.remote_port == 0),
+        "non-first fragment counted without ports: {flows:?}"
+    );
+    assert!(
+        flows.iter().any(|(k, _)| k.proto == proto::IPV6_UNPARSED),
+        "{flows:?}"
+    );
+    assert_eq!(l.stat("fragments"), 1);
+    assert_eq!(l.stat("ipv6_ext_limit"), 1);
+    assert_eq!(l.stat("malformed"), 0);
+}
+
+#[test]
+fn ipv4_fragments_keep_ports_only_on_the_first() {
+    let mut l = Loaded::new();
+    let mut first = tcp4(&[1; 40], 443);
+    first[14 + 6] = 0x20; // MF, offset 0
+    let mut later = tcp4(&[1; 40], 443);
+    later[14 + 6] = 0x00;
+    later[14 + 7] = 0x10; // offset 16 × 8
+    l.up(&first);
+    l.up(&later);
+    let flows = l.flows();
+    assert!(flows.iter().any(|(k, _)| k.remote_port == 443));
+    assert!(
+        flows
+            .iter()
+            .any(|(k, _)| k.proto == proto::TCP && k.remote_port == 0)
+    );
+    assert_eq!(l.stat("fragments"), 2);
+}
+
+#[test]
+fn hostile_frames_are_counted_not_followed() {
+    let mut l = Loaded::new();
+    let good = tcp4(&[0; 20], 443);
+    // Cut inside the IP header (the kernel may refuse to build that skb),
+    // inside the TCP header.
+    l.try_run(programs::INGRESS, &good[..14 + 10]);
+    l.up(&good[..14 + 20 + 8]);
+    // Total length beyond the frame; IHL below 5; version 7.
+    let mut long = good.clone();
+    long[14 + 2..14 + 4].copy_from_slice(&4000u16.to_be_bytes());
+    l.up(&long);
+    let mut ihl = good.clone();
+    ihl[14] = 0x43;
+    l.up(&ihl);
+    let mut ver = good.clone();
+    ver[14] = 0x75;
+    l.up(&ver);
+    // TCP data offset below 5.
+    let mut doff = good.clone();
+    doff[14 + 20 + 12] = 0x20;
+    l.up(&doff);
+    // Garbage of every length up to a frame, and an oversized frame.
+    let mut seed = 0x1234_5678u32;
+    let mut ran = 0;
+    for len in (14..400).step_by(7) {
+        let f: Vec<u8> = (0..len)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 17;
+                seed ^= seed << 5;
+                seed as u8
+            })
+            .collect();
+        ran += l.try_run(programs::INGRESS, &f) as u32;
+        ran += l.try_run(programs::EGRESS, &f) as u32;
+    }
+    assert!(ran > 50, "the kernel ran only {ran} garbage frames");
+    assert!(
+        l.stat("malformed") >= 5,
+        "malformed = {}",
+        l.stat("malformed")
+    );
+    // A jumbo frame is counted and its sample bounded.
+    let jumbo = {
+        let mut v = Vec::new();
+        PacketBuilder::ethernet2(DEV, GW)
+            .ipv4(DEV4, SRV4, 64)
+            .udp(5353, 5353)
+            .write(&mut v, &[0x55; 3000])
+            .unwrap();
+        v
+    };
+    l.up(&jumbo);
+    let s = l.samples();
+    let big = s
+        .iter()
+        .find(|s| s.header.frame_len as usize == jumbo.len())
+        .expect("jumbo sampled");
+    assert_eq!(big.data.len(), SAMPLE_BYTES);
+    assert_eq!(&big.data[..], &jumbo[..SAMPLE_BYTES]);
+    for s in &s {
+        assert!(s.data.len() <= SAMPLE_BYTES && s.data.len() as u32 <= s.header.frame_len);
+    }
+}
+
+#[test]
+fn egress_multicast_is_not_a_device() {
+    let mut l = Loaded::new();
+    let mut f = Vec::new();
+    PacketBuilder::ethernet2(GW, [0x01, 0x00, 0x5e, 0x7f, 0xff, 0xfa])
+        .ipv4(SRV4, [239, 255, 255, 250], 4)
+        .udp(1900, 1900)
+        .write(&mut f, b"NOTIFY * HTTP/1.1\r\n\r\n")
+        .unwrap();
+    l.down(&f);
+    assert!(l.flows().is_empty());
+    assert_eq!(l.stat("egress_group_skipped"), 1);
+    assert!(l.samples().is_empty());
+}
+
+#[test]
+fn name_bearing_packets_are_sampled_with_their_reason() {
+    let mut l = Loaded::new();
+    // DNS query up and answer down.
+    l.up(&udp6(
+        b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00",
+        40001,
+        53,
+    ));
+    l.up(&udp6(&[0; 300], 68, 67));
+    l.up(&udp6(&[0; 100], 546, 547));
+    l.up(&udp6(&[0; 100], 5353, 5353));
+    l.up(&udp6(b"M-SEARCH * HTTP/1.1\r\n", 40002, 1900));
+    // QUIC: a long-header Initial is sampled, a short-header packet is not.
+    l.up(&udp6(&[0xc0, 0, 0, 0, 1, 8], 40003, 443));
+    l.up(&udp6(&[0x40, 1, 2, 3], 40004, 443));
+    // TLS: the first two payload segments of a flow, not the third; a
+    // bare ACK (no payload) never.
+    for _ in 0..3 {
+        l.up(&tcp4(&[0x16, 3, 1, 0, 10], 443));
+    }
+    l.up(&tcp4(&[], 443));
+    // HTTP: the first request of a flow only.
+    l.up(&tcp4(b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n", 80));
+    l.up(&tcp4(b"GET /2 HTTP/1.1\r\n\r\n", 80));
+    // Not name-bearing.
+    l.up(&tcp4(&[1; 100], 8883));
+    let reasons: Vec<u8> = l.samples().iter().map(|s| s.header.reason).collect();
+    let count = |r: u8| reasons.iter().filter(|x| **x == r).count();
+    assert_eq!(count(reason::DNS), 1, "{reasons:?}");
+    assert_eq!(count(reason::DHCP), 1);
+    assert_eq!(count(reason::DHCPV6), 1);
+    assert_eq!(count(reason::MDNS), 1);
+    assert_eq!(count(reason::SSDP), 1);
+    assert_eq!(count(reason::QUIC), 1);
+    assert_eq!(count(reason::TLS), 2);
+    assert_eq!(count(reason::HTTP), 1);
+    assert_eq!(reasons.len(), 9);
+    assert_eq!(l.stat("samples_sent"), 9);
+    assert_eq!(l.stat("samples_dropped"), 0);
+}
+
+#[test]
+fn a_full_flow_table_evicts_and_counts_pressure() {
+    let mut l = Loaded::new();
+    for port in 0..5000u16 {
+        l.up(&udp6(&[0; 8], 10000 + port, 9));
+    }
+    let flows = l.flows();
+    assert!(flows.len() <= 4096, "{}", flows.len());
+    assert_eq!(l.stat("flows_created"), 5000);
+}
