@@ -379,6 +379,20 @@ impl Drop for Lab {
     }
 }
 
+/// The fw4-like ruleset of [`Lab::install_fw4_like`].
+const FW4_LIKE: &str = "table inet fw4 {
+    chain forward {
+        type filter hook forward priority filter; policy drop;
+        ct state established,related accept
+        iifname \"br-lan\" oifname \"wan0\" accept
+    }
+    chain srcnat {
+        type nat hook postrouting priority srcnat; policy accept;
+        oifname \"wan0\" masquerade
+    }
+}
+";
+
 /// Starts `iot-lab-vlan` on an interface and waits until its programs are on.
 fn vlan_tagger(ns: &Netns, ifname: &str, vid: u16) -> Result<Child> {
     let bin = daemon_binary().parent().unwrap().join("iot-lab-vlan");
@@ -442,6 +456,56 @@ pub fn bpf_object() -> PathBuf {
 impl Lab {
     /// Starts `iot-inspector run` in gw and waits until its API answers.
     pub fn start_daemon(&mut self, extra: &[&str]) -> Result<Daemon> {
+        self.start_daemon_env(extra, &[])
+    }
+
+    /// The firewall an OpenWrt router has (fw4's shape): its own
+    /// `table inet fw4` whose forward chain accepts established traffic
+    /// first, lets the LAN out, and masquerades to the wan side.
+    pub fn install_fw4_like(&self) -> Result<()> {
+        self.gw.nft(FW4_LIKE)
+    }
+
+    /// What a `service firewall reload` does to fw4's table: delete and
+    /// recreate it.
+    pub fn reload_fw4_like(&self) -> Result<()> {
+        self.gw.nft(&format!("delete table inet fw4\n{FW4_LIKE}"))
+    }
+
+    /// A DNS server (dnsmasq) in wan on 203.0.113.53 answering `names`
+    /// (name → IPv4 address) with a short TTL, and nothing else.
+    pub fn start_dns(&mut self, names: &[(&str, &str)]) -> Result<()> {
+        self.wan.ip(&["addr", "add", "203.0.113.53/32", "dev", "lo"])?;
+        let mut cmd = self.wan.cmd("dnsmasq");
+        cmd.args([
+            "--keep-in-foreground",
+            "--no-resolv",
+            "--no-hosts",
+            "--no-dhcp-interface=lo",
+            "--listen-address=203.0.113.53",
+            "--bind-interfaces",
+            "--local-ttl=60",
+            "--pid-file=",
+            "--user=root",
+        ]);
+        for (name, addr) in names {
+            cmd.arg(format!("--host-record={name},{addr}"));
+        }
+        let child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn()?;
+        self.children.push(child);
+        let until = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < until {
+            let out = self.wan.run("ss", &["-Hlun", "sport = :53"])?;
+            if !out.stdout.is_empty() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!("dnsmasq did not start in wan")
+    }
+
+    /// Starts the daemon with extra arguments and environment.
+    pub fn start_daemon_env(&mut self, extra: &[&str], env: &[(&str, &str)]) -> Result<Daemon> {
         let bin = daemon_binary();
         let obj = bpf_object();
         if !bin.exists() || !obj.exists() {
@@ -478,6 +542,7 @@ impl Lab {
             .arg(self.pin_dir())
             .args(["--window", "1"])
             .args(extra)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(logf.try_clone()?)
@@ -529,6 +594,32 @@ impl Daemon {
             std::thread::sleep(Duration::from_millis(200));
         }
         bail!("no window after {after_unix} was stored")
+    }
+
+    /// Runs the command line against this daemon.
+    pub fn cli(&self, args: &[&str]) -> Result<String> {
+        let out = sh(Command::new(daemon_binary())
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args))?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// POSTs JSON to an API path.
+    pub fn post(&self, path: &str, body: &serde_json::Value) -> Result<serde_json::Value> {
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "5", "-H", "content-type: application/json", "--unix-socket"])
+            .arg(&self.socket)
+            .args(["-d", &body.to_string(), "-w", "\n%{http_code}"])
+            .arg(format!("http://localhost{path}"))
+            .output()?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (json, code) = text.rsplit_once('\n').unwrap_or((&text, "0"));
+        let v: serde_json::Value = serde_json::from_str(json).unwrap_or(serde_json::Value::Null);
+        if code != "200" {
+            bail!("POST {path} answered {code}: {v}");
+        }
+        Ok(v)
     }
 
     pub fn pid(&self) -> i32 {

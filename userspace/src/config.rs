@@ -38,6 +38,9 @@ pub struct Settings {
     /// Token the dashboard requires on non-loopback addresses.
     pub token: Option<String>,
     pub log_level: String,
+    /// Tests only: rules read "now" (unix seconds) from this file instead of
+    /// the system clock, so schedules can be stepped through.
+    pub clock_file: Option<PathBuf>,
 }
 
 impl Default for Settings {
@@ -55,6 +58,7 @@ impl Default for Settings {
             dashboard: None,
             token: None,
             log_level: "info".into(),
+            clock_file: None,
         }
     }
 }

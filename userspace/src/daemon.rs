@@ -476,9 +476,19 @@ impl Daemon {
         *self.shared.labels.write().unwrap() = labels;
     }
 
+    /// The rules' clock: the system's, or a test's file.
+    fn rules_now(&self) -> i64 {
+        self.settings
+            .clock_file
+            .as_ref()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(unix_secs() as i64)
+    }
+
     /// Evaluates the rules now, starts due presence probes, publishes.
     fn run_rules(&mut self) {
-        let now = unix_secs() as i64;
+        let now = self.rules_now();
         let addrs: crate::rules::nft::DeviceAddresses = self
             .inventory
             .list()
@@ -540,6 +550,7 @@ impl Daemon {
                 s.bpf_object = self.settings.bpf_object.clone();
                 s.pin_dir = self.settings.pin_dir.clone();
                 s.flow_table_size = self.settings.flow_table_size;
+                s.clock_file = self.settings.clock_file.clone();
                 if s.lan != self.settings.lan {
                     self.ports = Ports::new(s.lan.clone(), self.datapath.pin_dir());
                 }

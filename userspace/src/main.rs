@@ -95,6 +95,9 @@ struct RunArgs {
     /// Flow table entries.
     #[arg(long)]
     flow_table_size: Option<u32>,
+    /// Tests only: read the rules' "now" (unix seconds) from this file.
+    #[arg(long, hide = true)]
+    clock_file: Option<PathBuf>,
 }
 
 fn main() {
@@ -127,6 +130,7 @@ fn real_main() -> Result<()> {
             if let Some(n) = a.flow_table_size {
                 s.flow_table_size = n;
             }
+            s.clock_file = a.clock_file;
             s.socket = cli.socket;
             s.validate()?;
             env_logger::Builder::new()

@@ -160,6 +160,47 @@
 		['cdn_hosting', 'content delivery and hosting']
 	];
 
+	/* ---------- rules as the API gives them ---------- */
+
+	var DAY_KEYS = ['mon', 'tue', 'wed', 'thu', 'fri', 'sat', 'sun'];
+
+	function hhmm(min) {
+		var hh = Math.floor(min / 60), mm = min % 60;
+		return (hh < 10 ? '0' : '') + hh + ':' + (mm < 10 ? '0' : '') + mm;
+	}
+
+	/** A schedule window as text ("mon-fri 21:00-07:00"), from text or {days, start, end}. */
+	function windowText(w) {
+		if (typeof w === 'string') return w;
+		if (!w || !Array.isArray(w.days)) return '';
+		var on = w.days.map(Boolean), days;
+		var pick = DAY_KEYS.filter(function (k, i) { return on[i]; });
+		if (pick.length === 7) days = 'daily';
+		else if (pick.join() === 'mon,tue,wed,thu,fri') days = 'mon-fri';
+		else days = pick.join(',');
+		return days + ' ' + hhmm(w.start) + '-' + hhmm(w.end);
+	}
+
+	/** One rule with its fields in the shape the set_rule call takes. */
+	function ruleFields(r) {
+		var dest = r.destinations || {};
+		var pause = r.pause_until;
+		if (pause && typeof pause === 'object') pause = pause.unix || null;
+		return {
+			id: r.id, device: r.device, label: r.label, block: !!r.block, persist: !!r.persist,
+			pause_until: pause || null,
+			schedule: (r.schedule || []).map(windowText).filter(Boolean),
+			away_mode: !!r.away_mode,
+			block_category: r.block_category || dest.categories || [],
+			block_organisation: r.block_organisation || dest.organisations || [],
+			block_domain: r.block_domain || dest.domains || []
+		};
+	}
+
+	function householdMacs(rules) {
+		return (rules.household || []).map(function (x) { return typeof x === 'string' ? x : x.device; });
+	}
+
 	/* ---------- colours ---------- */
 
 	var PALETTE = ['#2f6fde', '#e8743b', '#19a979', '#d64e7a', '#945ecf', '#13a4b4',
@@ -603,7 +644,7 @@
 		var body = h('div', { class: 'card-body controls' }, h('p', { class: 'muted' }, 'Loading…'));
 		Promise.all([rulesP, partiesP.catch(function () { return { parties: [] }; }), devicesP]).then(function (r) {
 			var rules = r[0], parties = r[1], devs = r[2];
-			var mine = (rules.rules || []).filter(function (x) { return x.device === mac; });
+			var mine = (rules.rules || []).map(ruleFields).filter(function (x) { return x.device === mac; });
 			var states = (rules.states || []).filter(function (x) { return x.device === mac; });
 			var rule = mine.filter(function (x) { return (x.schedule && x.schedule.length) || x.away_mode ||
 				(x.block_category || []).length || (x.block_organisation || []).length || (x.block_domain || []).length; })[0] || {};
@@ -632,7 +673,7 @@
 
 			var schedList = h('div', { class: 'sched-list' }, (rule.schedule || []).map(scheduleRow));
 			var away = h('input', { type: 'checkbox', class: 'away-mode', checked: !!rule.away_mode });
-			var household = (rules.household || []);
+			var household = householdMacs(rules);
 			var houseBoxes = devs.filter(function (x) { return x.mac !== mac; }).map(function (x) {
 				return h('label', { class: 'check' }, h('input', { type: 'checkbox', class: 'household', value: x.mac, checked: household.indexOf(x.mac) >= 0 }), ' ', deviceName(x));
 			});
@@ -787,9 +828,11 @@
 		}
 		append(root, [
 			pending('Rules in force', both, function (rules) {
-				var list = rules.rules || [];
+				var list = (rules.rules || []).map(ruleFields);
 				var box = h('div', {});
 				if (rules.clock_unset) box.appendChild(h('p', { class: 'iot-error' }, 'The router\'s clock is not set yet: rules keep their last state.'));
+				if (rules.config_error) box.appendChild(h('p', { class: 'iot-error' }, 'The configuration has an error, the last good rules run: ' + rules.config_error));
+				if (rules.enforce_error) box.appendChild(h('p', { class: 'iot-error' }, 'The last change could not be applied: ' + rules.enforce_error));
 				box.appendChild(list.length ? table(['Device', 'Rule', 'What', 'Persists', ''], list.map(function (r) {
 					return h('tr', { class: 'rule-row', 'data-rule': r.id },
 						h('td', { 'data-th': 'Device' }, h('a', { href: api.href('device', r.device) }, nameOf(r.device))),
