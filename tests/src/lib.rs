@@ -137,6 +137,7 @@ impl Netns {
             .args(["netns", "del", &self.name])
             .stderr(Stdio::null())
             .status();
+        let _ = std::fs::remove_dir_all(PathBuf::from("/etc/netns").join(&self.name));
     }
 }
 
@@ -200,6 +201,10 @@ pub struct Lab {
     bpffs: PathBuf,
     children: Vec<Child>,
     next_port: u32,
+    /// Per-namespace /etc directories made for resolvers.
+    etc_dirs: Vec<PathBuf>,
+    /// Extra addresses added to wan's loopback.
+    wan_addrs: Vec<String>,
 }
 
 impl Lab {
@@ -230,6 +235,8 @@ impl Lab {
             bpffs,
             children: Vec::new(),
             next_port: 0,
+            etc_dirs: Vec::new(),
+            wan_addrs: Vec::new(),
         };
         lab.build_core()?;
         for d in devices {
@@ -369,6 +376,9 @@ impl Drop for Lab {
             let _ = c.kill();
             let _ = c.wait();
         }
+        for d in &self.etc_dirs {
+            let _ = std::fs::remove_dir_all(d);
+        }
         for d in &self.devices {
             d.ns.destroy();
         }
@@ -504,6 +514,161 @@ impl Lab {
         bail!("dnsmasq did not start in wan")
     }
 
+    /// A DHCP server (dnsmasq, DHCP only) on gw's br-lan, handing out
+    /// 192.0.2.100–199; its lease file is in the lab directory.
+    pub fn start_dhcp_server(&mut self) -> Result<()> {
+        let leases = self.dir.join("dnsmasq.leases");
+        let child = self
+            .gw
+            .cmd("dnsmasq")
+            .args([
+                "--keep-in-foreground",
+                "--port=0",
+                "--interface=br-lan",
+                "--bind-interfaces",
+                "--dhcp-range=192.0.2.100,192.0.2.199,255.255.255.0,1h",
+                "--dhcp-authoritative",
+                "--pid-file=",
+                "--user=root",
+            ])
+            .arg(format!("--dhcp-leasefile={}", leases.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        self.children.push(child);
+        std::thread::sleep(Duration::from_millis(300));
+        Ok(())
+    }
+
+    /// Runs the real udhcpc client in a device namespace (hostname and
+    /// vendor class as the device would send them); the lease is not
+    /// applied (the device keeps its static address).
+    pub fn dhcp_client(&self, dev: &Device, hostname: &str, vendor: Option<&str>) -> Result<()> {
+        let mut c = dev.ns.cmd("udhcpc");
+        c.args(["-i", "eth0", "-n", "-q", "-f", "-t", "3", "-T", "1", "-s", "/bin/true"])
+            .args(["-x", &format!("hostname:{hostname}")]);
+        if let Some(v) = vendor {
+            c.args(["-V", v]);
+        }
+        let out = c.stdin(Stdio::null()).output()?;
+        // Identification needs the client's messages, not the lease: a run
+        // that sent its DISCOVERs but got no lease is fine.
+        let text = String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() && !text.contains("discover") {
+            bail!("udhcpc in {} failed: {text}", dev.name);
+        }
+        Ok(())
+    }
+
+    /// Starts a device's announcements (mDNS, SSDP, UPnP description) for
+    /// `secs` seconds.
+    pub fn announce(&mut self, dev: &Device, profile: &str, secs: u32) -> Result<()> {
+        let bin = daemon_binary().parent().unwrap().join("iot-lab-announce");
+        let child = dev
+            .ns
+            .cmd(bin.to_str().unwrap())
+            .args([profile, "--ip", &dev.ipv4, "--ip6", &dev.ipv6, "--ifname", "eth0"])
+            .args(["--count", "3", "--interval-ms", "1000", "--duration-s", &secs.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        self.children.push(child);
+        Ok(())
+    }
+
+    /// Points a device's resolver at the wan DNS server (203.0.113.53):
+    /// `ip netns exec` bind-mounts /etc/netns/NAME/resolv.conf.
+    pub fn use_wan_dns(&mut self, dev: &Device) -> Result<()> {
+        let dir = PathBuf::from("/etc/netns").join(&dev.ns.name);
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join("resolv.conf"), "nameserver 203.0.113.53\noptions timeout:2 attempts:1\n")?;
+        self.etc_dirs.push(dir);
+        Ok(())
+    }
+
+    /// Plain-HTTP and HTTPS servers in wan on `ip`, serving `big.bin`
+    /// (200 kB) from the lab directory: busybox httpd on port 80 and
+    /// openssl s_server (self-signed certificate) on 443.
+    pub fn serve_web(&mut self, ip: &str) -> Result<()> {
+        let www = self.dir.join("www");
+        if !www.exists() {
+            std::fs::create_dir_all(&www)?;
+            std::fs::write(www.join("big.bin"), vec![0x5a; 200_000])?;
+            sh(Command::new("openssl")
+                .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"])
+                .args(["-nodes", "-days", "1", "-subj", "/CN=lab", "-keyout"])
+                .arg(www.join("key.pem"))
+                .arg("-out")
+                .arg(www.join("cert.pem")))?;
+        }
+        if !self.wan_addrs.contains(&ip.to_string()) {
+            let _ = self.wan.ip(&["addr", "add", &format!("{ip}/32"), "dev", "lo"]);
+            self.wan_addrs.push(ip.to_string());
+        }
+        let httpd = self
+            .wan
+            .cmd("busybox")
+            .args(["httpd", "-f", "-p", &format!("{ip}:80"), "-h"])
+            .arg(&www)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        self.children.push(httpd);
+        let tls = self
+            .wan
+            .cmd("openssl")
+            .args(["s_server", "-quiet", "-WWW", "-accept", &format!("{ip}:443")])
+            .arg("-cert")
+            .arg(www.join("cert.pem"))
+            .arg("-key")
+            .arg(www.join("key.pem"))
+            .current_dir(&www)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        self.children.push(tls);
+        let until = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < until {
+            let out = self.wan.run("ss", &["-Hltn", &format!("src {ip}")])?;
+            let text = String::from_utf8_lossy(&out.stdout);
+            if text.contains(":80 ") && text.contains(":443 ") {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!("web servers on {ip} did not start")
+    }
+
+    /// Records what crosses gw's br-lan into a pcap file until stopped.
+    pub fn capture(&mut self, file: &Path) -> Result<()> {
+        let child = self
+            .gw
+            .cmd("tcpdump")
+            .args(["-i", "br-lan", "-U", "-s", "0", "-w"])
+            .arg(file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        self.children.push(child);
+        std::thread::sleep(Duration::from_millis(500));
+        Ok(())
+    }
+
+    /// Stops background processes (a capture flushes its file on SIGTERM).
+    pub fn stop_children(&mut self) {
+        for c in &mut self.children {
+            // SAFETY: plain kill(2) of our child.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        for mut c in self.children.drain(..) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
     /// Starts the daemon with extra arguments and environment.
     pub fn start_daemon_env(&mut self, extra: &[&str], env: &[(&str, &str)]) -> Result<Daemon> {
         let bin = daemon_binary();
@@ -540,7 +705,7 @@ impl Lab {
             .arg(self.database())
             .arg("--pin-dir")
             .arg(self.pin_dir())
-            .args(["--window", "1"])
+            .args(if extra.contains(&"--window") { &[][..] } else { &["--window", "1"][..] })
             .args(extra)
             .envs(env.iter().copied())
             .env("RUST_LOG", "info")

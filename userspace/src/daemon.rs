@@ -24,7 +24,7 @@ use crate::dissect::{Direction, DissectStats, Dissector, Frame, Mac, Observation
 use crate::inventory::Inventory;
 use crate::names::{NameSource, NameTable};
 use crate::store::{DeviceRecord, FlowRecord, Store, WindowCommit};
-use crate::time::{Clock, boot_ns, unix_secs};
+use crate::time::{Clock, unix_secs};
 
 /// What the API shows about the daemon itself.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -74,6 +74,10 @@ pub struct Shared {
     /// Labels the owner gave devices (from the configuration).
     pub labels: RwLock<BTreeMap<Mac, String>>,
     pub alerts: RwLock<Vec<Alert>>,
+    /// What each device is, with the evidence.
+    pub identities: RwLock<BTreeMap<Mac, crate::identify::Identity>>,
+    /// The names devices gave themselves (DHCP, mDNS, UPnP), as received.
+    pub self_names: RwLock<BTreeMap<Mac, Vec<String>>>,
     /// The UCI file edits go to (`None`: edits are refused).
     pub config_path: Option<PathBuf>,
     /// Serialises edits of the configuration file.
@@ -113,6 +117,13 @@ struct Daemon {
     config_path: Option<PathBuf>,
     control: crate::control::Control,
     probes_tx: tokio::sync::mpsc::UnboundedSender<crate::control::ProbeDone>,
+    /// What each device said about itself, and what it is.
+    evidence: std::collections::HashMap<Mac, crate::identify::Evidence>,
+    evidence_dirty: std::collections::HashSet<Mac>,
+    /// UPnP descriptions fetched or being fetched, by LOCATION, with the
+    /// number of attempts (a failed fetch is retried on a later announcement).
+    upnp_fetched: std::collections::HashMap<String, u8>,
+    upnp_tx: tokio::sync::mpsc::UnboundedSender<UpnpResult>,
     /// Devices already seen talking to advertising/tracking services.
     tracking_alerted: std::collections::HashSet<Mac>,
     datapath: Datapath,
@@ -167,8 +178,21 @@ async fn run_async(opts: RunOptions) -> Result<()> {
         restored,
     );
     let (probes_tx, mut probes_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (upnp_tx, mut upnp_rx) = tokio::sync::mpsc::unbounded_channel();
+    let evidence: std::collections::HashMap<Mac, crate::identify::Evidence> = store
+        .blob(EVIDENCE)?
+        .and_then(|b| rmp_serde::from_slice(&b).ok())
+        .unwrap_or_default();
     let listener = crate::api::bind(&settings.socket)?;
     tokio::spawn(crate::api::serve(listener, shared.clone(), store.clone()));
+    if let Some(addr) = settings.dashboard {
+        let (token, shared, store) = (settings.token.clone(), shared.clone(), store.clone());
+        tokio::spawn(async move {
+            if let Err(e) = crate::dashboard::serve(addr, token, shared, store).await {
+                log::error!("dashboard: {e:#}");
+            }
+        });
+    }
 
     let mut d = Daemon {
         settings,
@@ -176,6 +200,10 @@ async fn run_async(opts: RunOptions) -> Result<()> {
         control,
         probes_tx,
         tracking_alerted: Default::default(),
+        evidence_dirty: evidence.keys().copied().collect(),
+        evidence,
+        upnp_fetched: Default::default(),
+        upnp_tx,
         datapath,
         ports,
         store,
@@ -247,6 +275,16 @@ async fn run_async(opts: RunOptions) -> Result<()> {
             Some(done) = probes_rx.recv() => {
                 d.control.probe_done(done);
             }
+            Some((mac, loc, desc)) = upnp_rx.recv() => {
+                match desc {
+                    Some(desc) => {
+                        d.evidence.entry(mac).or_default().absorb_upnp(&desc);
+                        d.evidence_dirty.insert(mac);
+                        d.upnp_fetched.insert(loc, u8::MAX);
+                    }
+                    None => {}
+                }
+            }
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
         }
@@ -254,8 +292,19 @@ async fn run_async(opts: RunOptions) -> Result<()> {
     d.stop()
 }
 
+/// A finished UPnP description fetch: the device, its LOCATION, and the
+/// description (or `None` when the fetch failed).
+type UpnpResult = (Mac, String, Option<crate::identify::upnp::UpnpDescription>);
+
+/// Attempts at fetching one LOCATION.
+const UPNP_ATTEMPTS: u8 = 3;
+
 /// Where the last rule states are kept across restarts.
 const RULE_STATES: &str = "rule_states";
+/// Where the devices' evidence is kept across restarts.
+const EVIDENCE: &str = "evidence";
+/// dnsmasq's lease file on OpenWrt (a source of device names).
+const LEASES: &str = "/tmp/dhcp.leases";
 
 /// The end of the window that contains `now`.
 fn next_boundary(now: u64, window: u64) -> u64 {
@@ -301,11 +350,16 @@ impl Daemon {
                 self.observations.clear();
                 self.dissector.dissect(&frame, &mut self.observations);
                 let at = frame.timestamp_ns / 1_000_000_000;
-                let mut names = self.shared.names.write().unwrap();
-                for obs in self.observations.drain(..) {
-                    apply_observation(&mut self.inventory, &mut names, &obs, at);
-                    self.control.observe(&obs);
+                let observations = std::mem::take(&mut self.observations);
+                let shared = self.shared.clone();
+                let mut names = shared.names.write().unwrap();
+                for obs in &observations {
+                    apply_observation(&mut self.inventory, &mut names, obs, at);
+                    self.control.observe(obs);
+                    self.learn(obs);
                 }
+                drop(names);
+                self.observations = observations;
             }
             if n < SAMPLE_BATCH {
                 break;
@@ -327,7 +381,7 @@ impl Daemon {
             }
         })?;
         self.accountant.end_round();
-        let idle_before = boot_ns().saturating_sub(self.settings.idle_secs * 1_000_000_000);
+        let idle_before = crate::time::mono_ns().saturating_sub(self.settings.idle_secs * 1_000_000_000);
         for key in self.accountant.idle(idle_before) {
             let last = self.datapath.remove_flow(&key)?;
             if let Some(d) = self.accountant.removed(key, last) {
@@ -339,7 +393,7 @@ impl Daemon {
         for d in &deltas {
             let mac = Mac(d.key.device_mac);
             let (device_ip, remote_ip) = key_ips(&d.key);
-            let seen = clock.boot_to_unix_ns(d.last_seen_ns) / 1_000_000_000;
+            let seen = clock.mono_to_unix_ns(d.last_seen_ns) / 1_000_000_000;
             let new_device = self.inventory.get(&mac).is_none();
             self.inventory.seen(mac, device_ip, seen.min(end));
             // Devices there when the daemon first starts are not news.
@@ -364,7 +418,7 @@ impl Daemon {
                     mac,
                     d.key.device_port,
                     std::net::SocketAddr::new(rip, d.key.remote_port),
-                    clock.boot_to_unix_ns(d.last_seen_ns),
+                    clock.mono_to_unix_ns(d.last_seen_ns),
                 )
             });
             per_device.entry(mac).or_default().push(FlowRecord {
@@ -403,6 +457,7 @@ impl Daemon {
         self.store
             .commit_window(&commit, self.settings.retention)
             .context("storing a window")?;
+        self.identify();
         *self.shared.devices.write().unwrap() = self.inventory.list();
         self.publish_status(live);
         Ok(())
@@ -447,6 +502,82 @@ impl Daemon {
                     break;
                 }
             }
+        }
+    }
+
+    /// Adds what an observation says about its device to the evidence, and
+    /// fetches a UPnP description the device announced (once per LOCATION).
+    fn learn(&mut self, obs: &Observation) {
+        if matches!(obs, Observation::Seen { .. }) {
+            return;
+        }
+        let mac = obs.device();
+        if mac.is_group() {
+            return;
+        }
+        let ev = self.evidence.entry(mac).or_default();
+        ev.absorb(obs);
+        if let Some(name) = obs.contacted_name() {
+            ev.note_domain(name);
+        }
+        self.evidence_dirty.insert(mac);
+        if let Observation::Ssdp(m) = obs {
+            if let (Some(loc), Some(ip)) = (&m.location, m.ip) {
+                let attempts = self.upnp_fetched.get(loc).copied().unwrap_or(0);
+                if attempts < UPNP_ATTEMPTS && self.upnp_fetched.len() < 1024 {
+                    self.upnp_fetched.insert(loc.clone(), attempts + 1);
+                    let loc = loc.clone();
+                    let tx = self.upnp_tx.clone();
+                    tokio::spawn(async move {
+                        let desc = match crate::identify::upnp::fetch_description(&loc, ip).await {
+                            Ok(desc) => Some(desc),
+                            Err(e) => {
+                                log::debug!("UPnP description {loc}: {e}");
+                                None
+                            }
+                        };
+                        let _ = tx.send((mac, loc, desc));
+                    });
+                }
+            }
+        }
+    }
+
+    /// Recomputes the identity of devices with new evidence, reads
+    /// dnsmasq's leases, and keeps the evidence across restarts.
+    fn identify(&mut self) {
+        if let Ok(leases) = crate::identify::leases::read(std::path::Path::new(LEASES)) {
+            for l in leases {
+                let ev = self.evidence.entry(l.mac).or_default();
+                ev.note_lease(&l);
+                self.evidence_dirty.insert(l.mac);
+            }
+        }
+        if self.evidence_dirty.is_empty() {
+            return;
+        }
+        let mut ids = self.shared.identities.write().unwrap();
+        let mut names = self.shared.self_names.write().unwrap();
+        for mac in self.evidence_dirty.drain() {
+            if let Some(ev) = self.evidence.get(&mac) {
+                ids.insert(mac, crate::identify::identify(mac, ev));
+                names.insert(mac, ev.self_names());
+            }
+        }
+        drop(ids);
+        drop(names);
+        // Bounded like the inventory: forget evidence of devices it forgot.
+        if self.evidence.len() > crate::inventory::MAX_DEVICES {
+            let inv = &self.inventory;
+            self.evidence.retain(|m, _| inv.get(m).is_some());
+        }
+        match rmp_serde::to_vec(&self.evidence) {
+            Ok(b) => {
+                if let Err(e) = self.store.put_blob(EVIDENCE, &b) {
+                    log::warn!("could not keep the evidence: {e:#}");
+                }
+            }
+            Err(e) => log::warn!("could not encode the evidence: {e}"),
         }
     }
 

@@ -6,6 +6,7 @@
 //! | module | holds |
 //! |---|---|
 //! | [`datapath`] | loading and attaching the eBPF programs, reading their maps and samples |
+//! | [`analyze`] | captures (pcap/pcapng) through the same pipeline |
 //! | [`accounting`] | turning cumulative kernel counters into per-window deltas |
 //! | [`dissect`] | parsing sampled frames into observations |
 //! | [`inventory`] | the live table of devices |
@@ -17,6 +18,7 @@
 //! | [`report`] | turning API answers into tables for people |
 
 pub mod accounting;
+pub mod analyze;
 pub mod api;
 pub mod config;
 pub mod control;
@@ -25,8 +27,10 @@ pub mod dashboard;
 pub mod datapath;
 pub mod dissect;
 pub mod explain;
+pub mod export;
 pub mod identify;
 pub mod inventory;
+pub mod labels;
 pub mod names;
 pub mod report;
 pub mod rpcd;

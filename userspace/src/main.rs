@@ -70,6 +70,22 @@ enum Command {
     },
     /// Name a device.
     Label { device: String, label: String },
+    /// rpcd exec-plugin protocol (run by /usr/libexec/rpcd/iot-inspector).
+    #[command(hide = true)]
+    Rpcd {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Run a pcap/pcapng capture through the same pipeline as the daemon:
+    /// devices with identity and evidence, flows with names and explanations.
+    Analyze {
+        file: PathBuf,
+        /// The router's MAC (guessed when not given).
+        #[arg(long)]
+        router: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(clap::Args)]
@@ -212,6 +228,37 @@ fn real_main() -> Result<()> {
                 "/v1/devices/label",
                 &serde_json::json!({ "mac": mac, "label": label }),
             )?;
+            Ok(())
+        }
+        Command::Rpcd { args } => iot_inspector::rpcd::run(&args, &cli.socket),
+        Command::Analyze { file, router, json } => {
+            let router = router.map(|r| r.parse::<Mac>()).transpose()?;
+            let a = iot_inspector::analyze::analyze(&file, router)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&a)?);
+            } else {
+                println!(
+                    "{} frames, router {}\n",
+                    a.frames,
+                    a.router.map(|m| m.to_string()).unwrap_or_else(|| "not found".into())
+                );
+                print!("{}", report::devices(&a.devices));
+                for d in &a.devices {
+                    if let Some(i) = &d.identity {
+                        println!("\n{} — {}:", d.mac, report::device_name(d));
+                        for s in i.evidence.iter().take(8) {
+                            println!(
+                                "  {}: {} → {}",
+                                report::inert(&s.source),
+                                report::inert(&s.value),
+                                report::inert(&s.suggests)
+                            );
+                        }
+                    }
+                }
+                println!();
+                print!("{}", report::flows(&a.flows));
+            }
             Ok(())
         }
         Command::Rules { json } => {

@@ -57,24 +57,58 @@ pub fn inert(s: &str) -> String {
         .collect()
 }
 
+/// A device's name for people: the owner's label, else what it was
+/// identified as.
+pub fn device_name(d: &DeviceView) -> String {
+    if let Some(l) = &d.label {
+        return inert(l);
+    }
+    match &d.identity {
+        Some(i) if i.vendor.is_none() && i.model.is_none() && !d.names.is_empty() => inert(&d.names[0]),
+        Some(i) => {
+            let mut parts = Vec::new();
+            if let Some(v) = &i.vendor {
+                parts.push(v.clone());
+            }
+            if let Some(m) = &i.model {
+                parts.push(m.clone());
+            }
+            if parts.is_empty() {
+                parts.push(i.kind_label.clone());
+            }
+            inert(&parts.join(" "))
+        }
+        None => "(unknown)".into(),
+    }
+}
+
 pub fn devices(devs: &[DeviceView]) -> String {
     let rows: Vec<Vec<String>> = devs
         .iter()
         .map(|d| {
+            let (kind, conf) = match &d.identity {
+                Some(i) => (i.kind_label.clone(), format!("{:.0} %", i.confidence * 100.0)),
+                None => ("unknown".into(), "-".into()),
+            };
             vec![
                 d.mac.to_string(),
+                device_name(d),
+                kind,
+                conf,
                 d.ips
-                    .iter()
+                    .first()
                     .map(|i| i.to_string())
-                    .collect::<Vec<_>>()
-                    .join(" "),
+                    .unwrap_or_default(),
                 if d.online { "online" } else { "offline" }.to_string(),
                 bytes(d.bytes_up),
                 bytes(d.bytes_down),
             ]
         })
         .collect();
-    table(&["DEVICE", "ADDRESSES", "STATE", "SENT", "RECEIVED"], &rows)
+    table(
+        &["DEVICE", "NAME", "KIND", "SURE", "ADDRESS", "STATE", "SENT", "RECEIVED"],
+        &rows,
+    )
 }
 
 pub fn flows(flows: &[FlowView]) -> String {

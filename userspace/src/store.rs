@@ -413,6 +413,43 @@ impl Store {
         Ok(out)
     }
 
+    /// Windows covering `[since, until)` at `tier` where that tier has been
+    /// rolled up, and from the finer tiers for the recent part not rolled
+    /// up yet (the current hour of a 7-day view, the current minute of a
+    /// 24-hour one), so a coarse view still shows the last minutes.
+    pub fn windows_covering(
+        &self,
+        tier: Tier,
+        since: u64,
+        until: u64,
+        device: Option<Mac>,
+    ) -> Result<Vec<StoredWindow>> {
+        let (rolled_minute, rolled_hour) = {
+            let tx = self.db.begin_read()?;
+            let t = tx.open_table(META)?;
+            (
+                t.get(META_ROLLED_MINUTE)?.map(|v| v.value() + 60),
+                t.get(META_ROLLED_HOUR)?.map(|v| v.value() + 3600),
+            )
+        };
+        let minute_end = rolled_minute.unwrap_or(0);
+        let hour_end = rolled_hour.unwrap_or(0);
+        let mut out = Vec::new();
+        let mut from = since;
+        if tier == Tier::Hour {
+            let to = until.min(hour_end.max(since));
+            out.extend(self.windows(Tier::Hour, from, to, device)?);
+            from = from.max(to);
+        }
+        if matches!(tier, Tier::Hour | Tier::Minute) {
+            let to = until.min(minute_end.max(from));
+            out.extend(self.windows(Tier::Minute, from, to, device)?);
+            from = from.max(to);
+        }
+        out.extend(self.windows(Tier::Raw, from, until, device)?);
+        Ok(out)
+    }
+
     /// Approximate on-disk size, for the status page.
     pub fn file_bytes(path: &Path) -> u64 {
         std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)

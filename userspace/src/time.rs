@@ -21,6 +21,11 @@ pub fn boot_ns() -> u64 {
     clock_ns(libc::CLOCK_BOOTTIME)
 }
 
+/// Nanoseconds on the monotonic clock (the flows' coarse timestamps).
+pub fn mono_ns() -> u64 {
+    clock_ns(libc::CLOCK_MONOTONIC)
+}
+
 /// Nanoseconds since the Unix epoch.
 pub fn unix_ns() -> u64 {
     SystemTime::now()
@@ -36,18 +41,27 @@ pub fn unix_secs() -> u64 {
 /// Converts boot-clock stamps to Unix time, as of when it was made.
 #[derive(Clone, Copy, Debug)]
 pub struct Clock {
-    offset_ns: i128,
+    boot_offset_ns: i128,
+    mono_offset_ns: i128,
 }
 
 impl Clock {
     pub fn now() -> Self {
+        let unix = unix_ns() as i128;
         Clock {
-            offset_ns: unix_ns() as i128 - boot_ns() as i128,
+            boot_offset_ns: unix - boot_ns() as i128,
+            mono_offset_ns: unix - mono_ns() as i128,
         }
     }
 
+    /// Samples' stamps (`bpf_ktime_get_boot_ns`) to Unix time.
     pub fn boot_to_unix_ns(&self, boot: u64) -> u64 {
-        (boot as i128 + self.offset_ns).max(0) as u64
+        (boot as i128 + self.boot_offset_ns).max(0) as u64
+    }
+
+    /// Flows' stamps (`bpf_ktime_get_coarse_ns`, monotonic) to Unix time.
+    pub fn mono_to_unix_ns(&self, mono: u64) -> u64 {
+        (mono as i128 + self.mono_offset_ns).max(0) as u64
     }
 }
 
@@ -96,6 +110,8 @@ mod tests {
     fn boot_clock_maps_to_now() {
         let c = Clock::now();
         let diff = c.boot_to_unix_ns(boot_ns()) as i128 - unix_ns() as i128;
+        assert!(diff.abs() < 1_000_000_000, "{diff}");
+        let diff = c.mono_to_unix_ns(mono_ns()) as i128 - unix_ns() as i128;
         assert!(diff.abs() < 1_000_000_000, "{diff}");
     }
 }

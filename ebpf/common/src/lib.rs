@@ -15,6 +15,8 @@ pub mod maps {
 pub mod programs {
     pub const INGRESS: &str = "lan_ingress";
     pub const EGRESS: &str = "lan_egress";
+    /// An empty classifier, the benchmark's baseline.
+    pub const BASELINE: &str = "baseline_empty";
 }
 
 /// Default capacity of the flow table. The kernel evicts the least recently
@@ -90,9 +92,10 @@ pub struct FlowCounters {
     pub bytes_down: u64,
     pub packets_up: u64,
     pub packets_down: u64,
-    /// `bpf_ktime_get_boot_ns` of the first packet on this CPU.
+    /// `bpf_ktime_get_coarse_ns` (CLOCK_MONOTONIC_COARSE) of the first
+    /// packet on this CPU.
     pub first_seen_ns: u64,
-    /// `bpf_ktime_get_boot_ns` of the latest packet on this CPU.
+    /// `bpf_ktime_get_coarse_ns` of the latest packet on this CPU.
     pub last_seen_ns: u64,
     /// OR of the TCP flags seen (FIN=0x01 SYN=0x02 RST=0x04 … as on the wire).
     pub tcp_flags: u8,

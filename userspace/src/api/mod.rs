@@ -45,6 +45,11 @@ pub struct DeviceView {
     pub mac: Mac,
     /// The owner's name for it.
     pub label: Option<String>,
+    /// What it is, how sure, and why.
+    pub identity: Option<IdentityView>,
+    /// The names it gave itself (DHCP hostname, mDNS, UPnP), as received.
+    #[serde(default)]
+    pub names: Vec<String>,
     pub ips: Vec<IpAddr>,
     pub first_seen: u64,
     pub last_seen: u64,
@@ -53,6 +58,30 @@ pub struct DeviceView {
     pub bytes_down: u64,
     pub packets_up: u64,
     pub packets_down: u64,
+}
+
+/// A device's identification as the API shows it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct IdentityView {
+    pub kind: crate::identify::Kind,
+    pub kind_label: String,
+    pub vendor: Option<String>,
+    pub model: Option<String>,
+    pub confidence: f32,
+    pub evidence: Vec<crate::identify::Signal>,
+}
+
+impl From<&crate::identify::Identity> for IdentityView {
+    fn from(i: &crate::identify::Identity) -> Self {
+        IdentityView {
+            kind: i.kind,
+            kind_label: i.kind.label().to_string(),
+            vendor: i.vendor.clone(),
+            model: i.model.clone(),
+            confidence: i.confidence,
+            evidence: i.evidence.clone(),
+        }
+    }
 }
 
 /// Traffic between a device and one remote end over a range.
@@ -343,6 +372,8 @@ fn change(path: &str, body: &[u8], shared: &Shared) -> Answer {
 fn devices(shared: &Shared) -> Vec<DeviceView> {
     let now = unix_secs();
     let labels = shared.labels.read().unwrap();
+    let ids = shared.identities.read().unwrap();
+    let self_names = shared.self_names.read().unwrap();
     shared
         .devices
         .read()
@@ -351,6 +382,8 @@ fn devices(shared: &Shared) -> Vec<DeviceView> {
         .map(|d| DeviceView {
             mac: d.mac,
             label: labels.get(&d.mac).cloned(),
+            identity: ids.get(&d.mac).map(IdentityView::from),
+            names: self_names.get(&d.mac).cloned().unwrap_or_default(),
             ips: d.ips.iter().rev().copied().collect(),
             first_seen: d.first_seen,
             last_seen: d.last_seen,
@@ -400,7 +433,7 @@ fn flows(store: &Store, shared: &Shared, q: &HashMap<String, String>) -> Result<
     let until = instant(q.get("until"), now + 1, now)?;
     let tier = Tier::for_range(now.saturating_sub(since));
     let mut out: HashMap<(Mac, Option<IpAddr>, Option<IpAddr>, u8, u16), FlowView> = HashMap::new();
-    for w in store.windows(tier, since, until, device)? {
+    for w in store.windows_covering(tier, since, until, device)? {
         for r in &w.records {
             let v = out
                 .entry((w.mac, r.device_ip, r.remote_ip, r.proto, r.remote_port))
@@ -491,9 +524,11 @@ fn series(store: &Store, shared: &Shared, q: &HashMap<String, String>) -> Result
     let names = shared.names.read().unwrap();
     let now_ns = crate::time::unix_ns();
     let mut points: BTreeMap<u64, SeriesPoint> = BTreeMap::new();
-    for w in store.windows(tier, since, now + 1, device)? {
-        let p = points.entry(w.start).or_insert_with(|| SeriesPoint {
-            start: w.start,
+    for w in store.windows_covering(tier, since, now + 1, device)? {
+        // Finer windows of the recent part fall into the tier's buckets.
+        let bucket = w.start / step * step;
+        let p = points.entry(bucket).or_insert_with(|| SeriesPoint {
+            start: bucket,
             bytes_up: 0,
             bytes_down: 0,
             by_party: BTreeMap::new(),

@@ -141,12 +141,12 @@ async fn handle(
         let mut r = plain(StatusCode::SEE_OTHER, "");
         r.headers_mut()
             .insert(header::LOCATION, HeaderValue::from_static("/"));
-        if let Some(t) = &policy.token {
-            if let Ok(v) = HeaderValue::from_str(&format!(
+        if let Some(t) = &policy.token
+            && let Ok(v) = HeaderValue::from_str(&format!(
                 "token={t}; Path=/; HttpOnly; SameSite=Strict; Max-Age=31536000"
-            )) {
-                r.headers_mut().insert(header::SET_COOKIE, v);
-            }
+            ))
+        {
+            r.headers_mut().insert(header::SET_COOKIE, v);
         }
         return r;
     }
@@ -260,10 +260,8 @@ fn check(
 /// Whether a state-changing request comes from a page of this server.
 fn same_origin(headers: &HeaderMap) -> bool {
     let get = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
-    if let Some(site) = get("sec-fetch-site") {
-        if site != "same-origin" {
-            return false;
-        }
+    if get("sec-fetch-site").is_some_and(|site| site != "same-origin") {
+        return false;
     }
     match (get("origin"), get("host")) {
         (Some(origin), Some(host)) => origin.eq_ignore_ascii_case(&format!("http://{host}")),
@@ -322,12 +320,13 @@ fn percent_decode(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
-                out.push(h << 4 | l);
-                i += 3;
-                continue;
-            }
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2]))
+        {
+            out.push(h << 4 | l);
+            i += 3;
+            continue;
         }
         out.push(if b[i] == b'+' { b' ' } else { b[i] });
         i += 1;

@@ -188,7 +188,13 @@ fn pages_carry_a_strict_csp_and_share_the_luci_rendering_code() {
         ))
         .unwrap();
         assert_eq!(js.body, on_disk);
-        for sink in [".innerHTML", ".outerHTML", "insertAdjacentHTML", "document.write", "eval("] {
+        for sink in [
+            ".innerHTML",
+            ".outerHTML",
+            "insertAdjacentHTML",
+            "document.write",
+            "eval(",
+        ] {
             assert!(
                 !js.body.contains(sink),
                 "render.js must build the DOM with createElement/textContent, not {sink}"

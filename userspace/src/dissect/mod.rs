@@ -89,6 +89,35 @@ pub enum Observation {
     },
 }
 
+impl Observation {
+    /// The LAN device the observation is about.
+    pub fn device(&self) -> Mac {
+        match self {
+            Observation::Seen { mac, .. }
+            | Observation::DnsAnswer { mac, .. }
+            | Observation::TlsSni { mac, .. }
+            | Observation::QuicSni { mac, .. }
+            | Observation::HttpHost { mac, .. } => *mac,
+            Observation::Dhcp(r) => r.mac,
+            Observation::Dhcpv6(r) => r.mac,
+            Observation::Mdns(r) => r.mac,
+            Observation::Ssdp(r) => r.mac,
+            Observation::HttpRequest(r) => r.mac,
+        }
+    }
+
+    /// A remote name the device used (for identification by the services
+    /// it contacts).
+    pub fn contacted_name(&self) -> Option<&str> {
+        match self {
+            Observation::DnsAnswer { question, .. } => Some(question),
+            Observation::TlsSni { sni, .. } | Observation::QuicSni { sni, .. } => Some(sni),
+            Observation::HttpHost { host, .. } => Some(host),
+            _ => None,
+        }
+    }
+}
+
 /// Counters of what [`dissect`] rejected, by protocol.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DissectStats {

@@ -74,6 +74,27 @@ pub struct Evidence {
 }
 
 impl Evidence {
+    /// The names the device gave itself (DHCP, DHCPv6, leases, mDNS, UPnP),
+    /// as received: shown to the owner as inert text.
+    pub fn self_names(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        let upnp = self.upnp.as_ref().and_then(|u| u.friendly_name.clone());
+        for n in self
+            .dhcp_hostnames
+            .iter()
+            .chain(&self.lease_hostnames)
+            .chain(&self.dhcpv6_fqdns)
+            .chain(&self.mdns_instances)
+            .chain(&self.mdns_hosts)
+            .chain(upnp.iter())
+        {
+            if !out.contains(n) && out.len() < MAX_ITEMS {
+                out.push(n.clone());
+            }
+        }
+        out
+    }
+
     /// Takes in what an observation says about its device (the caller
     /// routes observations to the evidence of `obs`'s MAC).
     pub fn absorb(&mut self, obs: &Observation) {

@@ -288,3 +288,26 @@ fn searches_do_not_count_as_what_a_device_is() {
     assert_eq!(id.kind, Kind::Phone);
     assert!(ev.ssdp_types.is_empty());
 }
+
+#[test]
+fn observations_serialise_with_their_kind_tag() {
+    use crate::dissect::dhcp::DhcpRequest;
+    let obs = Observation::Dhcp(DhcpRequest {
+        mac: NO_OUI,
+        ip: Some("192.0.2.5".parse().unwrap()),
+        message_type: Some(3),
+        hostname: Some("<b>cam</b>".into()),
+        param_request_list: vec![1, 3, 6],
+        vendor_class: None,
+        client_id: None,
+        requested_ip: None,
+    });
+    let json = serde_json::to_value(&obs).unwrap();
+    assert_eq!(json["kind"], "dhcp");
+    assert_eq!(json["mac"], "00:00:5e:00:53:01");
+    assert_eq!(json["hostname"], "<b>cam</b>");
+    assert_eq!(serde_json::from_value::<Observation>(json).unwrap(), obs);
+    let id = identify(NO_OUI, &Evidence::default());
+    let json = serde_json::to_value(&id).unwrap();
+    assert_eq!(json["kind"], "unknown");
+}

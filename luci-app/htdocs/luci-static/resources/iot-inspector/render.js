@@ -116,6 +116,8 @@
 
 	function now() { return Math.floor(Date.now() / 1000); }
 
+	function plural(n, word) { return n + ' ' + word + (n === 1 ? '' : 's'); }
+
 	/* ---------- devices ---------- */
 
 	function identityName(d) {
@@ -278,14 +280,15 @@
 		}
 		var niceMax = niceCeil(peak || 1);
 
-		var W = 720, H = 240, L = 64, R = 8, T = 10, B = 26;
+		/* drawn at the width it is shown at, so text keeps its size on a phone */
+		var W = Math.round(Math.max(280, Math.min(1600, opts.width || 720)));
+		var H = W < 500 ? 200 : 240, L = 64, R = 8, T = 10, B = 26;
 		var pw = W - L - R, ph = H - T - B;
 		var x = function (i) { return L + (n === 1 ? 0 : i * pw / (n - 1)); };
 		var y = function (v) { return T + ph - v / niceMax * ph; };
 
 		var svg = s('svg', {
 			viewBox: '0 0 ' + W + ' ' + H, class: 'iot-chart', role: 'img',
-			preserveAspectRatio: 'none',
 			'aria-label': opts.title || 'Traffic over time by organisation'
 		});
 		/* grid and y labels */
@@ -295,11 +298,13 @@
 			svg.appendChild(s('text', { x: L - 6, y: gy + 4, 'text-anchor': 'end', class: 'axis' }, rate(gv)));
 		}
 		/* x labels */
-		var ticks = 5;
+		var ticks = W < 500 ? 3 : 5;
 		for (var t = 0; t <= ticks; t++) {
 			var ti = Math.round((n - 1) * t / ticks);
 			var when = first + ti * step;
-			var label = (last - first) > 2 * 86400 ? clock(when, true).replace(/ \d\d:\d\d$/, '') : clock(when);
+			var label = (last - first) > 2 * 86400
+				? new Date(when * 1000).toLocaleDateString([], { weekday: 'short', day: 'numeric', month: 'short' })
+				: clock(when);
 			svg.appendChild(s('text', {
 				x: x(ti), y: H - 6,
 				'text-anchor': t === 0 ? 'start' : (t === ticks ? 'end' : 'middle'), class: 'axis'
@@ -433,7 +438,7 @@
 		function drawChart() {
 			var since = now() - 1200;
 			return api.call('series', { since: '20m' }).then(function (ser) {
-				clear(chartBody).appendChild(trafficChart(ser, { since: since, title: 'All devices, last 20 minutes' }));
+				clear(chartBody).appendChild(trafficChart(ser, { since: since, width: chartBody.clientWidth, title: 'All devices, last 20 minutes' }));
 			}, function (e) {
 				clear(chartBody).appendChild(h('p', { class: 'iot-error' }, 'Not available: ' + errorText(e)));
 			});
@@ -444,7 +449,7 @@
 				var st = r[0], devs = r[1];
 				var online = devs.filter(function (d) { return d.online; }).length;
 				clear(statusLine).appendChild(document.createTextNode(
-					devs.length + ' devices (' + online + ' online) · ' + (st.flows_live || 0) + ' live flows · iot-inspector ' + (st.version || '')));
+					plural(devs.length, 'device') + ' (' + online + ' online) · ' + plural(st.flows_live || 0, 'live flow') + ' · iot-inspector ' + (st.version || '')));
 			}, function (e) { statusLine.textContent = 'Daemon not reachable: ' + errorText(e); });
 		}
 
@@ -456,7 +461,7 @@
 					return barList(p.parties.slice(0, 12).map(function (x, i) {
 						return {
 							label: x.party, value: x.bytes_up + x.bytes_down,
-							sub: x.category_label + ' · ' + x.devices.length + ' device' + (x.devices.length === 1 ? '' : 's'),
+							sub: x.category_label + ' · ' + plural(x.devices.length, 'device'),
 							title: x.description, colour: PALETTE[hash(x.party) % PALETTE.length]
 						};
 					}), { empty: 'No traffic in the last hour.' });
@@ -579,7 +584,7 @@
 			list.forEach(function (d) {
 				var id = d.identity || {};
 				rows.push(h('tr', { class: 'device-row', 'data-mac': d.mac },
-					h('td', { 'data-th': 'Name' }, h('a', { class: 'device-name', href: api.href('device', d.mac) }, deviceName(d)),
+					h('td', { 'data-th': 'Name', class: 'name-cell' }, h('a', { class: 'device-name', href: api.href('device', d.mac) }, deviceName(d)),
 						h('div', { class: 'muted small' }, d.mac + (d.ips && d.ips.length ? ' · ' + d.ips[0] : ''))),
 					h('td', { 'data-th': 'Kind' }, id.kind_label || '—'),
 					h('td', { 'data-th': 'Vendor' }, id.vendor || '—'),
@@ -650,7 +655,9 @@
 				(x.block_category || []).length || (x.block_organisation || []).length || (x.block_domain || []).length; })[0] || {};
 			var blocked = states.filter(function (x) { return x.blocked && !x.destinations; });
 			var destBlocked = states.filter(function (x) { return x.blocked && x.destinations; });
-			var next = states.map(function (x) { return x.next_change; }).filter(Boolean).sort()[0];
+			/* when blocked, when the block ends; when allowed, when a rule starts */
+			var next = (blocked.length ? blocked : states).map(function (x) { return x.next_change; })
+				.filter(Boolean).sort(function (a, b) { return a - b; })[0];
 			clear(body);
 			if (rules.clock_unset) body.appendChild(h('p', { class: 'iot-error' }, 'The router\'s clock is not set yet: schedules keep their last state.'));
 			body.appendChild(h('p', { class: 'state-now' },
@@ -660,7 +667,7 @@
 				next ? h('span', { class: 'muted' }, ' · next change ' + clock(next, true)) : null));
 
 			function act(method, args, what) {
-				return api.call(method, args).then(function () { notice(body, what, 'ok'); refresh(); },
+				return api.call(method, args).then(function () { refresh(what); },
 					function (e) { notice(body, 'Could not change it: ' + errorText(e), 'error'); });
 			}
 			var tomorrow7 = new Date(); tomorrow7.setDate(tomorrow7.getDate() + 1); tomorrow7.setHours(7, 0, 0, 0);
@@ -733,7 +740,15 @@
 		var range = '20m', timer = null;
 		container.appendChild(root);
 
-		function draw() {
+		/* `flash`: what the last change did. The daemon applies a change
+		 * when it has reloaded its configuration, so the state is read
+		 * again shortly after. */
+		function changed(flash) {
+			draw(flash);
+			setTimeout(function () { if (root.isConnected) draw(flash); }, 1500);
+		}
+
+		function draw(flash) {
 			clear(root);
 			clearInterval(timer);
 			var devicesP = api.call('devices');
@@ -746,7 +761,7 @@
 			function drawChart() {
 				var since = now() - span;
 				api.call('series', { device: mac, since: range }).then(function (ser) {
-					clear(chartBody).appendChild(trafficChart(ser, { since: since, title: 'Traffic by organisation' }));
+					clear(chartBody).appendChild(trafficChart(ser, { since: since, width: chartBody.clientWidth, title: 'Traffic by organisation' }));
 				}, function (e) { clear(chartBody).appendChild(h('p', { class: 'iot-error' }, 'Not available: ' + errorText(e))); });
 			}
 			var ranges = h('div', { class: 'ranges', role: 'group' }, RANGES.map(function (r) {
@@ -768,7 +783,7 @@
 					h('div', { class: 'muted small' }, d.mac + ' · ' + (d.ips || []).join(', ') + ' · first seen ' + clock(d.first_seen, true)),
 					h('div', { class: 'small' }, 'In total: ' + bytes(d.bytes_up) + ' sent, ' + bytes(d.bytes_down) + ' received')]);
 				var lab = h('button', { type: 'button', class: 'btn label-btn', onclick: function () {
-					clear(labelBox).appendChild(labelEditor(api, d, function (saved) { if (saved) draw(); else clear(labelBox); }));
+					clear(labelBox).appendChild(labelEditor(api, d, function (saved) { if (saved) draw('Name saved.'); else clear(labelBox); }));
 				} }, d.label ? 'Rename' : 'Name this device');
 				facts.appendChild(lab);
 				clear(evidence);
@@ -783,6 +798,7 @@
 
 			append(root, [
 				h('p', { class: 'crumbs' }, h('a', { href: api.href('devices') }, '← all devices')),
+				flash ? h('div', { class: 'iot-notice ok' }, flash) : null,
 				title, facts, labelBox,
 				card('Traffic over time, by organisation', chartBody, ranges),
 				h('div', { class: 'iot-grid' },
@@ -796,7 +812,7 @@
 								x.names && x.names.length ? h('div', { class: 'muted small mono' }, x.names.slice(0, 5).join(', ')) : null);
 						}));
 					}),
-					controls(api, mac, null, rulesP, partiesP, devicesP, draw)),
+					controls(api, mac, null, rulesP, partiesP, devicesP, changed)),
 				card('Why we think it is this device', evidence)]);
 			drawChart();
 			if (range === '20m') timer = setInterval(drawChart, 5000);

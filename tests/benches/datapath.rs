@@ -1,0 +1,223 @@
+//! `cargo xtask bench` (data path part): each figure against a baseline
+//! measured in the same run.
+//!
+//! 1. The TC programs' cost per packet against an empty TC program on the
+//!    same packets (BPF_PROG_TEST_RUN, 1,000,000 repeats each).
+//! 2. iperf3 throughput through gw with the programs attached against
+//!    without (alternating runs, medians).
+//! 3. The daemon's CPU and peak RSS while 50,000 flows stay active.
+//!
+//! Prints a table and writes `target/bench/datapath.json`.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
+use etherparse::PacketBuilder;
+use iot_inspector::datapath::{Datapath, LoadOptions};
+use iot_inspector_common::programs;
+use iot_inspector_lab::{DeviceSpec, Lab, SERVER_V4, bpf_object, home};
+use serde_json::json;
+
+const REPEAT: u32 = 1_000_000;
+
+fn main() -> Result<()> {
+    let mut results = serde_json::Map::new();
+    let filter = std::env::args().nth(1).filter(|a| !a.starts_with('-'));
+    let want = |name: &str| filter.as_deref().is_none_or(|f| name.contains(f));
+    if want("ebpf") {
+        results.insert("ebpf".into(), ebpf_cost()?);
+    }
+    if want("throughput") {
+        results.insert("throughput".into(), throughput()?);
+    }
+    if want("daemon") {
+        results.insert("daemon".into(), daemon_at_active_flows(50_000)?);
+    }
+    let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+    std::fs::create_dir_all(&out)?;
+    std::fs::write(out.join("datapath.json"), serde_json::to_vec_pretty(&results)?)?;
+    println!("\nwritten to target/bench/datapath.json");
+    Ok(())
+}
+
+fn frame(kind: &str) -> Vec<u8> {
+    let mut v = Vec::new();
+    let dev = [0x24, 0x0a, 0xc4, 0, 0, 1];
+    let gw = [2, 0, 0x5e, 0, 0x53, 1];
+    match kind {
+        "tcp4 1400 B" => PacketBuilder::ethernet2(dev, gw)
+            .ipv4([192, 0, 2, 10], [203, 0, 113, 10], 64)
+            .tcp(40000, 8883, 1, 64000)
+            .ack(1)
+            .write(&mut v, &[0u8; 1400])
+            .unwrap(),
+        "udp6 100 B" => PacketBuilder::ethernet2(dev, gw)
+            .ipv6(
+                [0x20, 1, 0xd, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10],
+                [0x20, 1, 0xd, 0xb8, 0, 0xee, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10],
+                64,
+            )
+            .udp(40000, 9999)
+            .write(&mut v, &[0u8; 100])
+            .unwrap(),
+        _ => PacketBuilder::ethernet2(dev, gw)
+            .ipv4([192, 0, 2, 10], [203, 0, 113, 10], 64)
+            .tcp(40000, 443, 1, 64000)
+            .ack(1)
+            .write(&mut v, &[0u8; 40])
+            .unwrap(),
+    }
+    v
+}
+
+fn ebpf_cost() -> Result<serde_json::Value> {
+    let dir = tempfile::tempdir()?;
+    let mut dp = Datapath::load(&LoadOptions {
+        object: bpf_object(),
+        pin_dir: dir.path().join("pins"),
+        flow_entries: 65536,
+    })?;
+    let mut rows = Vec::new();
+    println!("\neBPF cost per packet (BPF_PROG_TEST_RUN, {REPEAT} repeats, average of the kernel's timing):");
+    println!("{:<14} {:>12} {:>12} {:>10}", "packet", "empty prog", "lan_ingress", "added");
+    for kind in ["tcp4 1400 B", "udp6 100 B", "tcp4 ack 443"] {
+        let data = frame(kind);
+        let mut ns = |name: &str| -> Result<f64> {
+            let prog: &mut SchedClassifier =
+                dp.ebpf_mut().program_mut(name).context("program")?.try_into()?;
+            // The baseline is never attached; load it on first use.
+            if prog.fd().is_err() {
+                prog.load()?;
+            }
+            // Median of three runs.
+            let mut v: Vec<f64> = (0..3)
+                .map(|_| {
+                    prog.test_run(TestRunOptions {
+                        data_in: Some(&data),
+                        repeat: REPEAT,
+                        ..Default::default()
+                    })
+                    .map(|r| r.duration.as_nanos() as f64)
+                })
+                .collect::<Result<_, _>>()?;
+            v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            Ok(v[1])
+        };
+        let base = ns(programs::BASELINE)?;
+        let ours = ns(programs::INGRESS)?;
+        println!("{kind:<14} {base:>10.1}ns {ours:>10.1}ns {:>8.1}ns", ours - base);
+        rows.push(json!({"packet": kind, "baseline_ns": base, "program_ns": ours, "added_ns": ours - base}));
+    }
+    let _ = dp.unpin_maps();
+    let _ = std::process::Command::new("umount").arg("-l").arg(dir.path()).status();
+    Ok(json!(rows))
+}
+
+fn iperf_mbps(lab: &mut Lab, port: u16) -> Result<f64> {
+    home::iperf_server(lab, SERVER_V4, port)?;
+    let out = lab
+        .device("cam")
+        .ns
+        .cmd("iperf3")
+        .args(["-c", SERVER_V4, "-p", &port.to_string(), "-t", "4", "-J"])
+        .output()?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    Ok(v["end"]["sum_received"]["bits_per_second"].as_f64().unwrap_or(0.0) / 1e6)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn throughput() -> Result<serde_json::Value> {
+    let mut lab = Lab::new(&[DeviceSpec {
+        name: "cam",
+        mac: "2c:aa:8e:10:00:01",
+        host: 10,
+        vlan: None,
+    }])?;
+    let mut with = Vec::new();
+    let mut without = Vec::new();
+    let mut port = 7000;
+    for _ in 0..3 {
+        without.push(iperf_mbps(&mut lab, port)?);
+        port += 1;
+        let daemon = lab.start_daemon(&[])?;
+        with.push(iperf_mbps(&mut lab, port)?);
+        port += 1;
+        daemon.stop()?;
+    }
+    let (w, wo) = (median(with.clone()), median(without.clone()));
+    println!("\niperf3 TCP through gw (median of 3 × 4 s):");
+    println!("  without the programs {wo:>8.0} Mbit/s   {without:?}");
+    println!("  with the programs    {w:>8.0} Mbit/s   {with:?}");
+    println!("  ratio                {:>8.3}", w / wo);
+    Ok(json!({"without_mbps": wo, "with_mbps": w, "ratio": w / wo}))
+}
+
+/// utime+stime of a process in clock ticks, and its peak RSS in KiB.
+fn proc_usage(pid: i32) -> Result<(u64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let after = stat.rsplit_once(')').context("stat")?.1;
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = f[11].parse::<u64>()? + f[12].parse::<u64>()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let hwm = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    Ok((ticks, hwm))
+}
+
+fn daemon_at_active_flows(flows: u32) -> Result<serde_json::Value> {
+    let mut lab = Lab::new(&[DeviceSpec {
+        name: "cam",
+        mac: "2c:aa:8e:10:00:01",
+        host: 10,
+        vlan: None,
+    }])?;
+    std::fs::write(
+        lab.dir.join("config"),
+        "config iot-inspector 'main'\n\tlist lan 'br-lan'\n\toption flow_table_size '65536'\n\toption window '5'\n",
+    )?;
+    // The default 5-second window, as on a router.
+    let daemon = lab.start_daemon(&["--window", "5"])?;
+    let secs = 60u64;
+    let flood_bin = iot_inspector_lab::daemon_binary()
+        .parent()
+        .unwrap()
+        .join("iot-lab-flood");
+    let mut flood = lab
+        .device("cam")
+        .ns
+        .cmd(flood_bin.to_str().unwrap())
+        .args(["--count", &flows.to_string(), "--rounds", &(secs + 15).to_string(), "--interval-ms", "1000"])
+        .stdout(std::process::Stdio::null())
+        .spawn()?;
+    // Let the table fill and the first windows pass, then measure.
+    std::thread::sleep(Duration::from_secs(15));
+    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let (t0, _) = proc_usage(daemon.pid())?;
+    let start = Instant::now();
+    let mut live_max = 0;
+    while start.elapsed() < Duration::from_secs(secs) {
+        std::thread::sleep(Duration::from_secs(5));
+        if let Ok(st) = daemon.get("/v1/status") {
+            live_max = live_max.max(st["flows_live"].as_u64().unwrap_or(0));
+        }
+    }
+    let (t1, hwm) = proc_usage(daemon.pid())?;
+    let elapsed = start.elapsed().as_secs_f64();
+    let cpu = (t1 - t0) as f64 / tick / elapsed * 100.0;
+    let _ = flood.kill();
+    let _ = flood.wait();
+    daemon.stop()?;
+    println!("\ndaemon with {flows} active flows ({live_max} in the kernel table at most), over {elapsed:.0} s:");
+    println!("  CPU {cpu:.2} % of one core, peak RSS {:.1} MB", hwm as f64 / 1024.0);
+    Ok(json!({"flows": flows, "flows_live_max": live_max, "cpu_percent": cpu, "peak_rss_kib": hwm}))
+}
