@@ -75,10 +75,24 @@ fn identity_of(p: &Profile, host: u8) -> Identity {
             67,
             &dhcp_request(mac, p.dhcp_hostname, p.dhcp_vendor_class),
         ),
-        udp4(mac, ip, mdns, 5353, 5353, &p.mdns_announcement(ip, Some(ip6(host as u16)))),
+        udp4(
+            mac,
+            ip,
+            mdns,
+            5353,
+            5353,
+            &p.mdns_announcement(ip, Some(ip6(host as u16))),
+        ),
     ];
     for n in p.ssdp_notifies(ip, 49152) {
-        frames.push(udp4(mac, ip, Ipv4Addr::new(239, 255, 255, 250), 1900, 1900, &n));
+        frames.push(udp4(
+            mac,
+            ip,
+            Ipv4Addr::new(239, 255, 255, 250),
+            1900,
+            1900,
+            &n,
+        ));
     }
     let mut d = Dissector::new();
     let mut obs = Vec::new();
@@ -174,7 +188,11 @@ fn home() -> Home {
                 let dev = if j % 2 == 0 { v4 } else { v6 };
                 let srv = servers[(j + k) % 3];
                 // Keep the address family of device and server together.
-                let dev = if srv.is_ipv6() { v6 } else { if dev.is_ipv6() { v4 } else { dev } };
+                let dev = if srv.is_ipv6() {
+                    v6
+                } else {
+                    if dev.is_ipv6() { v4 } else { dev }
+                };
                 recs.push(record(dev, srv, 443, Some(name), w));
             }
             // LAN peers: the phone casts to the TV by its mDNS name.
@@ -235,8 +253,12 @@ fn export_bytes(h: &Home, format: Format, salt: [u8; 32]) -> (Vec<u8>, export::E
 
 fn find(hay: &[u8], needle: &str) -> bool {
     let n = needle.to_ascii_lowercase();
-    String::from_utf8_lossy(hay).to_ascii_lowercase().contains(&n)
-        || hay.windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+    String::from_utf8_lossy(hay)
+        .to_ascii_lowercase()
+        .contains(&n)
+        || hay
+            .windows(needle.len())
+            .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
 }
 
 /// Binary spellings too: MessagePack would carry an address or a MAC as
@@ -259,11 +281,19 @@ fn the_export_carries_no_mac_no_lan_address_no_host_name_and_round_trips() {
             for spelling in export::mac_spellings(mac) {
                 assert!(!find(&bytes, &spelling), "{format:?}: MAC {spelling}");
             }
-            assert!(!find_raw(&bytes, &mac.0), "{format:?}: raw MAC of {}", p.name);
+            assert!(
+                !find_raw(&bytes, &mac.0),
+                "{format:?}: raw MAC of {}",
+                p.name
+            );
             for lan in [ip4(*host).to_string(), ip6(*host as u16).to_string()] {
                 assert!(!find(&bytes, &lan), "{format:?}: LAN address {lan}");
             }
-            assert!(!find(&bytes, p.dhcp_hostname), "{format:?}: {}", p.dhcp_hostname);
+            assert!(
+                !find(&bytes, p.dhcp_hostname),
+                "{format:?}: {}",
+                p.dhcp_hostname
+            );
             assert!(!find(&bytes, &p.mdns_host), "{format:?}: {}", p.mdns_host);
         }
         assert!(!find(&bytes, GW_V4), "{format:?}: the router's address");
@@ -307,7 +337,9 @@ fn two_installations_hash_the_same_mac_differently() {
     let h = home();
     let a = export::read(&export_bytes(&h, Format::Jsonl, [1; 32]).0, Format::Jsonl).unwrap();
     let b = export::read(&export_bytes(&h, Format::Jsonl, [2; 32]).0, Format::Jsonl).unwrap();
-    let ids = |e: &export::Export| -> Vec<String> { e.devices.iter().map(|d| d.device.clone()).collect() };
+    let ids = |e: &export::Export| -> Vec<String> {
+        e.devices.iter().map(|d| d.device.clone()).collect()
+    };
     let (ia, ib) = (ids(&a), ids(&b));
     assert_eq!(ia.len(), ib.len());
     assert!(ia.iter().all(|x| !ib.contains(x)), "{ia:?} / {ib:?}");
@@ -325,7 +357,12 @@ fn a_wrong_label_in_the_home_raises_a_warning_that_names_the_evidence() {
     let mac: Mac = plug.0.mac.parse().unwrap();
     let windows = h
         .store
-        .windows(iot_inspector::store::Tier::Raw, T0, T0 + WINDOWS * 5, Some(mac))
+        .windows(
+            iot_inspector::store::Tier::Raw,
+            T0,
+            T0 + WINDOWS * 5,
+            Some(mac),
+        )
         .unwrap();
     let parties = labels::parties_of(windows.iter().flat_map(|w| &w.records));
     let id = &h.identities[&mac];
@@ -336,11 +373,27 @@ fn a_wrong_label_in_the_home_raises_a_warning_that_names_the_evidence() {
         .find(|w| w.code == "vendor_not_seen")
         .unwrap_or_else(|| panic!("{w:#?}"));
     assert!(v.text.contains("Belkin"), "{}", v.text);
-    assert!(v.evidence.iter().any(|e| e.contains("wemo-plug-1A2B")), "{:?}", v.evidence);
-    assert!(v.evidence.iter().any(|e| e.contains("vendor cloud: Belkin")), "{:?}", v.evidence);
+    assert!(
+        v.evidence
+            .iter()
+            .any(|e| e.contains("upnp manufacturer `Belkin International Inc.`")),
+        "{:?}",
+        v.evidence
+    );
+    assert!(
+        v.evidence
+            .iter()
+            .any(|e| e.contains("vendor cloud: Belkin")),
+        "{:?}",
+        v.evidence
+    );
     // Right: nothing to say.
     for right in ["wemo mini", "Belkin WeMo plug", "wemo"] {
-        assert_eq!(labels::check(&labels::normalise(right), id, &parties), vec![], "{right}");
+        assert_eq!(
+            labels::check(&labels::normalise(right), id, &parties),
+            vec![],
+            "{right}"
+        );
     }
     // And the suggestion for it unlabelled is the Wemo.
     let s = labels::suggest(id, 3);

@@ -205,6 +205,12 @@ pub fn analyze(path: &Path, router: Option<Mac>) -> Result<Analysis> {
             label: None,
             identity: identity.as_ref().map(IdentityView::from),
             names: evidence.get(mac).map(|e| e.self_names()).unwrap_or_default(),
+            label_entry: None,
+            label_warnings: Vec::new(),
+            suggestions: identity
+                .as_ref()
+                .map(|i| crate::labels::suggest(i, 3))
+                .unwrap_or_default(),
             ips: rec.map(|r| r.ips.iter().rev().copied().collect()).unwrap_or_default(),
             first_seen: t.4 / 1_000_000_000,
             last_seen: t.5 / 1_000_000_000,

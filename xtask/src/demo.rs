@@ -71,7 +71,30 @@ pub fn run(args: &Args) -> Result<()> {
         std::env::set_var("IOT_INSPECTOR_BPF", &built.bpf_object);
     }
     let mut lab = Lab::new(HOME)?;
+    std::fs::write(
+        lab.dir.join("config"),
+        format!(
+            "config iot-inspector 'main'\n\tlist lan 'br-lan'\n\toption dashboard '127.0.0.1:{DASHBOARD_PORT}'\n"
+        ),
+    )?;
+    lab.start_dhcp_server()?;
     let daemon = lab.start_daemon(&[])?;
+    // Devices introduce themselves the way their kind of product does.
+    for (name, profile, hostname) in ANNOUNCE {
+        let dev = lab.device(name).clone();
+        let _ = lab.dhcp_client(&dev, hostname, None);
+        let _ = lab.announce(&dev, profile, (args.minutes * 60) as u32);
+    }
+    forward_to_namespace(DASHBOARD_PORT, &lab.gw.name)?;
+    // The internet: a DNS server and web servers under the names the
+    // devices use.
+    lab.start_dns(NAMES)?;
+    for ip in ["203.0.113.30", "203.0.113.40", "203.0.113.50", "203.0.113.60"] {
+        lab.serve_web(ip)?;
+    }
+    for d in lab.devices.clone() {
+        lab.use_wan_dns(&d)?;
+    }
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();
@@ -81,6 +104,7 @@ pub fn run(args: &Args) -> Result<()> {
     let bin = built.daemon.display().to_string();
     println!(
         "\nThe simulated home is running ({} devices behind gw, the internet in wan).\n\
+         The dashboard: http://127.0.0.1:{DASHBOARD_PORT}/ (forwarded into gw)\n\
          Look at it with:\n  {bin} --socket {sock} devices\n  {bin} --socket {sock} flows --since 5m\n  {bin} --socket {sock} status\n\
          Daemon log: {}\nCtrl-C stops the demo and removes everything.\n",
         lab.devices.len(),
@@ -94,6 +118,16 @@ pub fn run(args: &Args) -> Result<()> {
         for d in lab.devices.clone() {
             let target = if round % 2 == 0 { SERVER_V4 } else { SERVER_V6 };
             home::ping(&d, target, 1);
+        }
+        // Each device visits its services by name (DNS, then HTTPS or HTTP).
+        for (dev, name, scheme) in VISITS {
+            let d = lab.device(dev).clone();
+            let _ = d
+                .ns
+                .cmd("curl")
+                .args(["-sk", "-o", "/dev/null", "--max-time", "5"])
+                .arg(format!("{scheme}://{name}/big.bin"))
+                .status();
         }
         let d = lab.devices[(round as usize) % lab.devices.len()].clone();
         if home::iperf_server(&mut lab, SERVER_V4, port).is_ok() {
@@ -111,6 +145,76 @@ pub fn run(args: &Args) -> Result<()> {
     println!("stopping the demo");
     daemon.stop()?;
     drop(lab);
+    Ok(())
+}
+
+/// The dashboard's port, inside gw and forwarded on the host's loopback.
+const DASHBOARD_PORT: u16 = 8088;
+
+/// What each demo device announces (profile of `iot-lab-announce`, DHCP hostname).
+const ANNOUNCE: &[(&str, &str, &str)] = &[
+    ("camera", "camera", "Reolink-E1-Pro"),
+    ("plug", "plug", "wemo-plug-1A2B"),
+    ("speaker", "speaker", "SonosZP"),
+    ("tv", "tv", "Roku-Ultra"),
+    ("phone", "phone", "Janes-iPhone"),
+    ("laptop", "laptop", "Janes-MacBook-Pro"),
+];
+
+/// Names the demo's DNS server answers, on the wan's web servers.
+const NAMES: &[(&str, &str)] = &[
+    ("api.xbcs.net", "203.0.113.30"),
+    ("ad.doubleclick.net", "203.0.113.40"),
+    ("b.scorecardresearch.com", "203.0.113.40"),
+    ("api.roku.com", "203.0.113.50"),
+    ("api.sonos.com", "203.0.113.50"),
+    ("captive.apple.com", "203.0.113.60"),
+    ("connectivitycheck.gstatic.com", "203.0.113.60"),
+    ("api.reolink.com", "203.0.113.30"),
+];
+
+/// (device, name, scheme) fetched every round.
+const VISITS: &[(&str, &str, &str)] = &[
+    ("plug", "api.xbcs.net", "https"),
+    ("tv", "api.roku.com", "https"),
+    ("tv", "ad.doubleclick.net", "http"),
+    ("tv", "b.scorecardresearch.com", "http"),
+    ("speaker", "api.sonos.com", "https"),
+    ("camera", "api.reolink.com", "https"),
+    ("phone", "captive.apple.com", "http"),
+    ("laptop", "connectivitycheck.gstatic.com", "http"),
+];
+
+/// Forwards 127.0.0.1:`port` on the host to 127.0.0.1:`port` inside a
+/// namespace: each connection's thread enters the namespace (setns affects
+/// only the calling thread) to connect there.
+fn forward_to_namespace(port: u16, ns: &str) -> Result<()> {
+    use std::net::{TcpListener, TcpStream};
+    let listener = TcpListener::bind(("127.0.0.1", port))?;
+    let ns_path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let ns_path = ns_path.clone();
+            std::thread::spawn(move || {
+                let Ok(f) = std::fs::File::open(&ns_path) else { return };
+                use std::os::fd::AsRawFd;
+                // SAFETY: setns on this thread only, with a valid netns fd.
+                if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                    return;
+                }
+                let Ok(upstream) = TcpStream::connect(("127.0.0.1", port)) else { return };
+                let (mut a, mut b) = (client.try_clone().unwrap(), upstream.try_clone().unwrap());
+                let t = std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut a, &mut b);
+                    let _ = b.shutdown(std::net::Shutdown::Write);
+                });
+                let (mut c, mut u) = (client, upstream);
+                let _ = std::io::copy(&mut u, &mut c);
+                let _ = c.shutdown(std::net::Shutdown::Write);
+                let _ = t.join();
+            });
+        }
+    });
     Ok(())
 }
 

@@ -21,7 +21,7 @@ use crate::{build, cross, setup, util};
 pub struct Args {
     /// Rust target to build for (repeatable). Default: aarch64, armv7
     /// hard-float and x86_64 musl. Also known: mipsel-unknown-linux-musl
-    /// (needs a soft-float musl sysroot, see openwrt/README.md).
+    /// (needs a soft-float musl sysroot, see README.md, "On a router").
     #[arg(long = "target", value_name = "TRIPLE")]
     pub targets: Vec<String>,
 }

@@ -9,6 +9,7 @@
 //! | GET | `/v1/flows?device=MAC&since=20m&until=…` | traffic per remote end over a range, named and explained |
 //! | GET | `/v1/parties?device=MAC&since=1h` | bytes by organisation and by category |
 //! | GET | `/v1/series?device=MAC&since=20m` | bytes per window, split by organisation |
+//! | GET | `/v1/catalogue?q=echo` | known products to label a device with |
 //! | GET | `/v1/rules` | rules, their state now, next change, history |
 //! | GET | `/v1/alerts` | new devices, first contacts with advertising/tracking |
 //! | POST | `/v1/devices/label` `{mac, label}` | names a device |
@@ -50,6 +51,15 @@ pub struct DeviceView {
     /// The names it gave itself (DHCP hostname, mDNS, UPnP), as received.
     #[serde(default)]
     pub names: Vec<String>,
+    /// The label tied to the product catalogue (the typed text is kept).
+    #[serde(default)]
+    pub label_entry: Option<crate::labels::Normalised>,
+    /// Reasons to doubt the label, with the evidence.
+    #[serde(default)]
+    pub label_warnings: Vec<crate::labels::Warning>,
+    /// For unlabelled devices: the likeliest products, with why.
+    #[serde(default)]
+    pub suggestions: Vec<crate::labels::Suggestion>,
     pub ips: Vec<IpAddr>,
     pub first_seen: u64,
     pub last_seen: u64,
@@ -267,7 +277,11 @@ pub fn dispatch(
     let q = parse_query(query);
     match path {
         "/v1/status" => json(StatusCode::OK, &*shared.status.read().unwrap()),
-        "/v1/devices" => json(StatusCode::OK, &devices(shared)),
+        "/v1/devices" => json(StatusCode::OK, &devices_with_labels(shared, store)),
+        "/v1/catalogue" => {
+            let q = q.get("q").map(String::as_str).unwrap_or("");
+            json(StatusCode::OK, &crate::labels::search(q, 20))
+        }
         "/v1/flows" => match flows(store, shared, &q) {
             Ok(v) => json(StatusCode::OK, &v),
             Err(e) => error(StatusCode::BAD_REQUEST, format!("{e:#}")),
@@ -369,6 +383,34 @@ fn change(path: &str, body: &[u8], shared: &Shared) -> Answer {
     }
 }
 
+/// Devices with their labels checked against the catalogue and the
+/// evidence, and suggestions for those without one.
+fn devices_with_labels(shared: &Shared, store: &Store) -> Vec<DeviceView> {
+    let mut devs = devices(shared);
+    let ids = shared.identities.read().unwrap();
+    let now = unix_secs();
+    for d in &mut devs {
+        let Some(identity) = ids.get(&d.mac) else {
+            continue;
+        };
+        match &d.label {
+            Some(label) => {
+                let n = crate::labels::normalise(label);
+                // Whom it talked to over the last day, from the minute rollups.
+                let windows = store
+                    .windows_covering(Tier::Minute, now.saturating_sub(86400), now + 1, Some(d.mac))
+                    .unwrap_or_default();
+                let parties =
+                    crate::labels::parties_of(windows.iter().flat_map(|w| w.records.iter()));
+                d.label_warnings = crate::labels::check(&n, identity, &parties);
+                d.label_entry = Some(n);
+            }
+            None => d.suggestions = crate::labels::suggest(identity, 3),
+        }
+    }
+    devs
+}
+
 fn devices(shared: &Shared) -> Vec<DeviceView> {
     let now = unix_secs();
     let labels = shared.labels.read().unwrap();
@@ -384,6 +426,9 @@ fn devices(shared: &Shared) -> Vec<DeviceView> {
             label: labels.get(&d.mac).cloned(),
             identity: ids.get(&d.mac).map(IdentityView::from),
             names: self_names.get(&d.mac).cloned().unwrap_or_default(),
+            label_entry: None,
+            label_warnings: Vec::new(),
+            suggestions: Vec::new(),
             ips: d.ips.iter().rev().copied().collect(),
             first_seen: d.first_seen,
             last_seen: d.last_seen,

@@ -133,17 +133,17 @@ pub fn synthesise(
                 let up = 100 + next(&mut rng) % 4000;
                 let down = 100 + next(&mut rng) % 40_000;
                 records.push(FlowRecord {
-                        device_ip: Some(device_ip),
-                        remote_ip: Some(IpAddr::from(*ip)),
-                        proto: if *port == 123 || *port == 53 { 17 } else { 6 },
-                        remote_port: *port,
-                        bytes_up: up,
-                        bytes_down: down,
-                        packets_up: up / 500 + 1,
-                        packets_down: down / 1200 + 1,
-                        flows: 1,
-                        name: Some(name.to_string()),
-                        name_source: Some("dns".into()),
+                    device_ip: Some(device_ip),
+                    remote_ip: Some(IpAddr::from(*ip)),
+                    proto: if *port == 123 || *port == 53 { 17 } else { 6 },
+                    remote_port: *port,
+                    bytes_up: up,
+                    bytes_down: down,
+                    packets_up: up / 500 + 1,
+                    packets_down: down / 1200 + 1,
+                    flows: 1,
+                    name: Some(name.to_string()),
+                    name_source: Some("dns".into()),
                 });
             }
             if !records.is_empty() {

@@ -48,9 +48,8 @@ impl Fetcher {
     /// `uclient-fetch` when the system has it (OpenWrt), else `curl`.
     pub fn detect() -> Option<Fetcher> {
         let in_path = |name: &str| {
-            std::env::var_os("PATH").is_some_and(|p| {
-                std::env::split_paths(&p).any(|d| d.join(name).is_file())
-            })
+            std::env::var_os("PATH")
+                .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
         };
         if in_path("uclient-fetch") {
             Some(Fetcher::UclientFetch)
@@ -105,7 +104,9 @@ fn check_url(url: &str) -> Result<String> {
     let base = url.trim_end_matches('/');
     let loopback = ["http://127.0.0.1", "http://localhost", "http://[::1]"]
         .iter()
-        .any(|p| base.starts_with(p) && matches!(base.as_bytes().get(p.len()), None | Some(b':' | b'/')));
+        .any(|p| {
+            base.starts_with(p) && matches!(base.as_bytes().get(p.len()), None | Some(b':' | b'/'))
+        });
     if !(base.starts_with("https://") || loopback) {
         bail!("the donation endpoint must be https:// (got `{url}`)");
     }
@@ -241,11 +242,7 @@ pub fn records(path: &Path) -> Result<Vec<DonationRecord>> {
         .collect())
 }
 
-fn finish(
-    record_path: &Path,
-    mut r: DonationRecord,
-    result: Result<()>,
-) -> Result<DonationRecord> {
+fn finish(record_path: &Path, mut r: DonationRecord, result: Result<()>) -> Result<DonationRecord> {
     r.outcome = match &result {
         Ok(()) => "ok".into(),
         Err(e) => format!("failed: {e:#}"),

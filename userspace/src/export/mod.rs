@@ -673,7 +673,9 @@ pub fn write<W: Write>(
                 }
             }
             for r in &w.records {
-                let remote_lan = r.remote_ip.is_some_and(|ip| lan.contains(ip) || !is_public(ip));
+                let remote_lan = r
+                    .remote_ip
+                    .is_some_and(|ip| lan.contains(ip) || !is_public(ip));
                 let remote_ip = match r.remote_ip {
                     Some(ip) if !remote_lan => Some(ip.to_string()),
                     Some(_) => {

@@ -267,11 +267,13 @@ impl Catalogue {
                     .map(|s| format!("{} `{}` suggests {}", s.source, s.value, s.suggests)),
             );
         }
-        evidence.extend(
-            clouds
-                .iter()
-                .map(|p| format!("vendor cloud: {}, {}", p.organisation.as_deref().unwrap_or(""), kb(p.bytes))),
-        );
+        evidence.extend(clouds.iter().map(|p| {
+            format!(
+                "vendor cloud: {}, {}",
+                p.organisation.as_deref().unwrap_or(""),
+                kb(p.bytes)
+            )
+        }));
         Some(Warning {
             code: "vendor_not_seen".into(),
             text: format!(

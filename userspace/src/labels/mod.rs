@@ -147,8 +147,32 @@ impl std::error::Error for CatalogueError {}
 
 /// Words that say nothing about which product something is.
 const FILLER: &[&str] = &[
-    "my", "our", "the", "a", "an", "s", "new", "old", "gen", "generation", "1st", "2nd", "3rd",
-    "4th", "5th", "6th", "7th", "8th", "smart", "wifi", "wi", "fi", "device", "s's", "mine", "of",
+    "my",
+    "our",
+    "the",
+    "a",
+    "an",
+    "s",
+    "new",
+    "old",
+    "gen",
+    "generation",
+    "1st",
+    "2nd",
+    "3rd",
+    "4th",
+    "5th",
+    "6th",
+    "7th",
+    "8th",
+    "smart",
+    "wifi",
+    "wi",
+    "fi",
+    "device",
+    "s's",
+    "mine",
+    "of",
 ];
 
 /// A text as tokens: lower case, letters and digits only, filler dropped,
@@ -284,7 +308,9 @@ impl Catalogue {
                     *j == 1 || {
                         let t = tokens(n);
                         t.concat().chars().count() >= 4
-                            && !t.iter().any(|w| kind_words.iter().any(|(k, _)| k == std::slice::from_ref(w)))
+                            && !t.iter().any(|w| {
+                                kind_words.iter().any(|(k, _)| k == std::slice::from_ref(w))
+                            })
                     }
                 })
                 .map(|(_, n)| n)
@@ -427,7 +453,13 @@ impl Catalogue {
         let joined = q.concat();
         vendor_words(v)
             .iter()
-            .chain(v.related.iter().map(|r| tokens(r)).collect::<Vec<_>>().iter())
+            .chain(
+                v.related
+                    .iter()
+                    .map(|r| tokens(r))
+                    .collect::<Vec<_>>()
+                    .iter(),
+            )
             .any(|a| contains_words(&q, a) || (a.len() > 1 && joined.contains(&a.concat())))
     }
 

@@ -260,9 +260,7 @@ fn hostile_and_huge_texts_are_bounded() {
     assert_eq!(n.typed.len(), huge.len());
     // Only the first MAX_TEXT characters count: "echo" many times over.
     assert_eq!(n.entry.map(|e| e.id), Some("amazon_echo".to_string()));
-    let junk: String = (0..5000u32)
-        .filter_map(char::from_u32)
-        .collect::<String>();
+    let junk: String = (0..5000u32).filter_map(char::from_u32).collect::<String>();
     let _ = normalise(&junk);
 }
 
@@ -371,10 +369,7 @@ fn suggestions_follow_the_identification() {
     assert_eq!(s[0].product.id, "belkin_wemo_plug", "{s:#?}");
     assert!(s[0].because.iter().any(|b| b.contains("wemo-plug-1A2B")));
     let s = suggest(&android_phone(), 3);
-    assert!(
-        s.iter().any(|x| x.product.id == "android_phone"),
-        "{s:#?}"
-    );
+    assert!(s.iter().any(|x| x.product.id == "android_phone"), "{s:#?}");
     assert!(s.iter().all(|x| x.product.kind == Kind::Phone), "{s:#?}");
     // Nothing known: nothing suggested.
     let blank = identify(mac("02:00:5e:00:53:99"), &Evidence::default());
@@ -403,7 +398,10 @@ fn a_smart_fan_talking_like_a_phone_is_flagged_with_its_evidence() {
         kind.evidence
     );
     // The same traffic under its right label raises nothing.
-    assert_eq!(check(&normalise("Android phone"), &android_phone(), &p), vec![]);
+    assert_eq!(
+        check(&normalise("Android phone"), &android_phone(), &p),
+        vec![]
+    );
     assert_eq!(check(&normalise("Pixel 7"), &android_phone(), &p), vec![]);
 }
 
@@ -412,7 +410,10 @@ fn a_plug_with_few_advertisers_is_not_flagged() {
     let p = parties(&["n-devs.tplinkcloud.com", "doubleclick.net", "pool.ntp.org"]);
     assert_eq!(check(&normalise("kasa plug"), &kasa_plug(), &p), vec![]);
     assert_eq!(check(&normalise("HS105"), &kasa_plug(), &p), vec![]);
-    assert_eq!(check(&normalise("desk lamp plug"), &kasa_plug(), &p), vec![]);
+    assert_eq!(
+        check(&normalise("desk lamp plug"), &kasa_plug(), &p),
+        vec![]
+    );
 }
 
 #[test]
@@ -425,7 +426,11 @@ fn a_label_naming_another_vendor_is_flagged() {
         .unwrap_or_else(|| panic!("{w:#?}"));
     assert!(v.text.contains("TP-Link"), "{}", v.text);
     assert!(v.text.contains("Philips Hue"), "{}", v.text);
-    assert!(v.evidence.iter().any(|e| e.contains("vendor cloud: TP-Link")));
+    assert!(
+        v.evidence
+            .iter()
+            .any(|e| e.contains("vendor cloud: TP-Link"))
+    );
     // A free-text label with a vendor in it is checked too.
     let w = check(&normalise("philips lamp"), &kasa_plug(), &p);
     assert!(w.iter().any(|w| w.code == "vendor_not_seen"), "{w:#?}");
