@@ -47,7 +47,12 @@ fn main() -> Result<()> {
         .find(|a| !a.starts_with('-'))
         .filter(|a| !a.is_empty());
     let want = |name: &str| filter.as_deref().is_none_or(|f| name.contains(f));
-    let mut results = serde_json::Map::new();
+    let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+    // A filtered run updates its figures and keeps the others.
+    let mut results: serde_json::Map<String, Value> = std::fs::read(out.join("pipeline.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
     if want("dissect") {
         results.insert("dissect".into(), dissect_throughput()?);
     }
@@ -60,7 +65,6 @@ fn main() -> Result<()> {
     if want("device_view") {
         results.insert("device_view".into(), device_view()?);
     }
-    let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     std::fs::create_dir_all(&out)?;
     std::fs::write(
         out.join("pipeline.json"),
@@ -770,13 +774,13 @@ fn rule_mac(i: usize) -> Mac {
 }
 
 /// The UCI configuration of `n` devices, each under a blocking rule; the
-/// first device's rule is on when `first_on`.
+/// first device's rule is enabled when `first_on` (the change toggles it).
 fn rules_config(n: usize, first_on: bool) -> String {
     let mut s = String::new();
     for i in 0..n {
         s.push_str(&format!(
             "config device 'd{i}'\n\toption mac '{}'\n\toption label 'Device {i}'\n\n\
-             config rule 'r{i}'\n\toption device 'd{i}'\n\toption block '{}'\n\n",
+             config rule 'r{i}'\n\toption device 'd{i}'\n\toption block '1'\n\toption enabled '{}'\n\n",
             rule_mac(i),
             if i == 0 && !first_on { 0 } else { 1 }
         ));

@@ -97,22 +97,30 @@ fn frames(path: &Path, mut each: impl FnMut(u64, &[u8]) -> bool) -> Result<u64> 
     Ok(n)
 }
 
-/// The MAC sending from the most distinct IP addresses.
+/// The router: the MAC that answers as a DHCP or DNS server, else the one
+/// sending from the most distinct routable addresses (it forwards the
+/// internet's traffic).
 fn guess_router(path: &Path) -> Result<Option<Mac>> {
-    let mut sources: HashMap<Mac, HashSet<IpAddr>> = HashMap::new();
+    let mut sources: HashMap<Mac, (HashSet<IpAddr>, bool)> = HashMap::new();
     let mut seen = 0u64;
     frames(path, |_, data| {
         seen += 1;
-        if let (Some((src, _)), Ok(p)) = (macs(data), SlicedPacket::from_ethernet(data)) {
+        if let (Some((src, dst)), Ok(p)) = (macs(data), SlicedPacket::from_ethernet(data)) {
+            if src.is_group() || dst.is_group() && !matches!(&p.transport, Some(TransportSlice::Udp(_))) {
+                return seen < ROUTER_SAMPLE;
+            }
             let ip: Option<IpAddr> = match &p.net {
                 Some(NetSlice::Ipv4(v4)) => Some(v4.header().source_addr().into()),
                 Some(NetSlice::Ipv6(v6)) => Some(v6.header().source_addr().into()),
                 _ => None,
             };
-            if let Some(ip) = ip {
-                let set = sources.entry(src).or_default();
-                if set.len() < 10_000 {
-                    set.insert(ip);
+            let server = matches!(&p.transport,
+                Some(TransportSlice::Udp(u)) if matches!(u.source_port(), 53 | 67 | 547));
+            let entry = sources.entry(src).or_default();
+            entry.1 |= server;
+            if let Some(ip) = ip.filter(|ip| !ip.is_unspecified() && !is_link_local(ip)) {
+                if entry.0.len() < 10_000 {
+                    entry.0.insert(ip);
                 }
             }
         }
@@ -120,9 +128,16 @@ fn guess_router(path: &Path) -> Result<Option<Mac>> {
     })?;
     Ok(sources
         .into_iter()
-        .filter(|(_, ips)| ips.len() > 1)
-        .max_by_key(|(_, ips)| ips.len())
+        .filter(|(_, (ips, server))| *server || ips.len() > 1)
+        .max_by_key(|(_, (ips, server))| (*server, ips.len()))
         .map(|(m, _)| m))
+}
+
+fn is_link_local(ip: &IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_link_local(),
+        IpAddr::V6(v6) => v6.segments()[0] & 0xffc0 == 0xfe80,
+    }
 }
 
 #[derive(Default)]

@@ -17,6 +17,7 @@ use crate::uci;
 pub const DEFAULT_CONFIG: &str = "/etc/config/iot-inspector";
 pub const DEFAULT_SOCKET: &str = "/var/run/iot-inspector.sock";
 pub const DEFAULT_DATABASE: &str = "/tmp/iot-inspector/iot-inspector.redb";
+pub const DEFAULT_SALT: &str = "/etc/iot-inspector.salt";
 pub const DEFAULT_BPF_OBJECT: &str = "/usr/lib/iot-inspector/iot-inspector.bpf.o";
 
 /// Settings of the running daemon.
@@ -38,6 +39,9 @@ pub struct Settings {
     /// Token the dashboard requires on non-loopback addresses.
     pub token: Option<String>,
     pub log_level: String,
+    /// The per-installation salt that anonymises exports (kept on flash:
+    /// the same MAC must hash the same after a reboot).
+    pub salt_file: PathBuf,
     /// Tests only: rules read "now" (unix seconds) from this file instead of
     /// the system clock, so schedules can be stepped through.
     pub clock_file: Option<PathBuf>,
@@ -59,6 +63,7 @@ impl Default for Settings {
             token: None,
             log_level: "info".into(),
             clock_file: None,
+            salt_file: DEFAULT_SALT.into(),
         }
     }
 }
@@ -121,6 +126,9 @@ impl Settings {
         }
         if let Some(v) = main.get("bpf_object") {
             s.bpf_object = abs_path(n, "bpf_object", v)?;
+        }
+        if let Some(v) = main.get("salt_file") {
+            s.salt_file = abs_path(n, "salt_file", v)?;
         }
         if let Some(v) = main.get("pin_dir") {
             s.pin_dir = abs_path(n, "pin_dir", v)?;

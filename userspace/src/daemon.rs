@@ -80,6 +80,8 @@ pub struct Shared {
     pub self_names: RwLock<BTreeMap<Mac, Vec<String>>>,
     /// The UCI file edits go to (`None`: edits are refused).
     pub config_path: Option<PathBuf>,
+    /// Where the export salt lives.
+    pub salt_file: PathBuf,
     /// Serialises edits of the configuration file.
     pub config_lock: std::sync::Mutex<()>,
     /// Wakes the daemon to re-read the configuration after an edit.
@@ -163,6 +165,7 @@ async fn run_async(opts: RunOptions) -> Result<()> {
     let ports = Ports::new(settings.lan.clone(), datapath.pin_dir());
     let shared = Arc::new(Shared {
         config_path: opts.config_path.clone(),
+        salt_file: settings.salt_file.clone(),
         ..Shared::default()
     });
     let restored: Vec<crate::rules::RuleState> = store

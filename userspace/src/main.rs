@@ -70,6 +70,23 @@ enum Command {
     },
     /// Name a device.
     Label { device: String, label: String },
+    /// Write the anonymised research data set (5-second windows, devices'
+    /// identification and labels); see docs/export-schema.md.
+    Export {
+        /// How far back (20m, 1d, 7d) or Unix seconds.
+        #[arg(long, default_value = "1d")]
+        since: String,
+        /// msgpack, jsonl or csv.
+        #[arg(long, default_value = "jsonl")]
+        format: String,
+        /// The file to write.
+        #[arg(long, short)]
+        output: PathBuf,
+        /// Keep device-chosen names and typed labels (off: they can carry
+        /// people's names).
+        #[arg(long)]
+        include_names: bool,
+    },
     /// rpcd exec-plugin protocol (run by /usr/libexec/rpcd/iot-inspector).
     #[command(hide = true)]
     Rpcd {
@@ -228,6 +245,28 @@ fn real_main() -> Result<()> {
                 "/v1/devices/label",
                 &serde_json::json!({ "mac": mac, "label": label }),
             )?;
+            Ok(())
+        }
+        Command::Export {
+            since,
+            format,
+            output,
+            include_names,
+        } => {
+            let output = std::path::absolute(&output)?;
+            let v: serde_json::Value = client::post(
+                &cli.socket,
+                "/v1/export",
+                &serde_json::json!({
+                    "since": since, "format": format, "output": output, "include_names": include_names
+                }),
+            )?;
+            println!(
+                "wrote {} ({} devices, {} windows)",
+                output.display(),
+                v["summary"]["devices"],
+                v["summary"]["rows"]
+            );
             Ok(())
         }
         Command::Rpcd { args } => iot_inspector::rpcd::run(&args, &cli.socket),

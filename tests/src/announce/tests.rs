@@ -127,7 +127,8 @@ fn every_profile_is_identified_as_expected() {
 fn hostile_profile_is_bounded_and_counted() {
     let p = profile("hostile").unwrap();
     let packet = p.mdns_announcement(IP, None);
-    assert!(packet.len() > 10_000);
+    // Long entries, but one frame: the profile is sent for real.
+    assert!(packet.len() > 1_000 && packet.len() < 1_400, "{}", packet.len());
     let (id, _) = run(&p);
     assert!(id.evidence.iter().all(|s| s.value.len() <= 300));
     let mut d = Dissector::new();
@@ -145,7 +146,7 @@ fn hostile_profile_is_bounded_and_counted() {
     let Some(Observation::Mdns(m)) = obs.iter().find(|o| matches!(o, Observation::Mdns(_))) else {
         panic!("no mdns in {obs:?}")
     };
-    assert_eq!(m.txt.len(), 41);
+    assert_eq!(m.txt.len(), 5);
     assert!(m.txt.iter().all(|e| e.value.len() <= 256));
     assert_eq!(
         m.instances,

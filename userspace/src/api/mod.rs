@@ -16,6 +16,7 @@
 //! | POST | `/v1/rules/block`, `/unblock` `{mac}`, `/pause` `{mac, until}` | blocks by hand |
 //! | POST | `/v1/rules/set` `{device, schedule, away_mode, household, block_*}` | a device's rule |
 //! | POST | `/v1/rules/delete` `{id}` | removes a rule |
+//! | POST | `/v1/export` `{since, format, include_names, output}` | writes an anonymised export |
 
 pub mod client;
 
@@ -265,6 +266,9 @@ pub fn dispatch(
     shared: &Shared,
     store: &Store,
 ) -> Answer {
+    if method == Method::POST && path == "/v1/export" {
+        return export(body, shared, store);
+    }
     if method == Method::POST {
         return change(path, body, shared);
     }
@@ -315,6 +319,52 @@ struct DeviceRequest {
 #[derive(Deserialize)]
 struct DeleteRequest {
     id: String,
+}
+
+#[derive(Deserialize)]
+struct ExportRequest {
+    /// `20m`, `1d`, or Unix seconds.
+    since: Option<String>,
+    format: Option<String>,
+    #[serde(default)]
+    include_names: bool,
+    /// Where to write; a file under /tmp when not given.
+    output: Option<std::path::PathBuf>,
+}
+
+/// Writes an anonymised export (see docs/export-schema.md) to a file.
+fn export(body: &[u8], shared: &Shared, store: &Store) -> Answer {
+    let r: ExportRequest = match serde_json::from_slice(body) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad request body: {e}")),
+    };
+    let run = || -> Result<serde_json::Value> {
+        let now = unix_secs();
+        let since = instant(r.since.as_ref(), now.saturating_sub(86400), now)?;
+        let format: crate::export::Format = r.format.as_deref().unwrap_or("jsonl").parse()?;
+        let salt = crate::export::salt(&shared.salt_file)?;
+        let mut opts = crate::export::ExportOptions::new(since, now + 1, format, salt);
+        opts.include_names = r.include_names;
+        // The finest resolution that still holds the whole range.
+        opts.tier = Tier::for_range(now.saturating_sub(since));
+        let output = r.output.clone().unwrap_or_else(|| {
+            std::path::PathBuf::from(format!("/tmp/iot-inspector-export-{now}.{}", format.extension()))
+        });
+        let ids = shared.identities.read().unwrap().clone();
+        let labels = shared.labels.read().unwrap().clone();
+        let tmp = output.with_extension("part");
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+        let summary = crate::export::write(store, &opts, &ids, &labels, &mut f)?;
+        use std::io::Write;
+        f.flush()?;
+        drop(f);
+        std::fs::rename(&tmp, &output)?;
+        Ok(serde_json::json!({ "output": output, "summary": summary }))
+    };
+    match run() {
+        Ok(v) => json(StatusCode::OK, &v),
+        Err(e) => error(StatusCode::BAD_REQUEST, format!("{e:#}")),
+    }
 }
 
 /// Requests that change the configuration: each edits the UCI file (so

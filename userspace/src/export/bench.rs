@@ -14,6 +14,9 @@ use crate::dissect::Mac;
 use crate::identify::{Evidence, Identity, identify};
 use crate::store::{DeviceRecord, FlowRecord, Retention, Store, Tier, WindowCommit};
 
+/// A synthesised store with its devices' identities and labels.
+pub type Synthetic = (Store, BTreeMap<Mac, Identity>, BTreeMap<Mac, String>);
+
 /// One synthetic device: how busy it is and whom it talks to.
 struct Profile {
     mac: &'static str,
@@ -83,12 +86,7 @@ fn next(state: &mut u64) -> u64 {
 /// Fills a store at `path` with `hours` of 5-second windows for
 /// `devices` devices (cycling through the profiles) starting at `t0`.
 /// Returns the devices' identities and labels.
-pub fn synthesise(
-    path: &Path,
-    devices: usize,
-    t0: u64,
-    hours: u64,
-) -> Result<(Store, BTreeMap<Mac, Identity>, BTreeMap<Mac, String>)> {
+pub fn synthesise(path: &Path, devices: usize, t0: u64, hours: u64) -> Result<Synthetic> {
     let store = Store::open(path)?;
     let retention = Retention {
         raw_secs: hours * 3600 + 3600,
@@ -127,7 +125,7 @@ pub fn synthesise(
             let device_ip: IpAddr = [192, 0, 2, 100 + i].into();
             let mut records: Vec<FlowRecord> = Vec::new();
             for (name, ip, port) in p.remotes {
-                if next(&mut rng) % 3 == 0 {
+                if next(&mut rng).is_multiple_of(3) {
                     continue;
                 }
                 let up = 100 + next(&mut rng) % 4000;

@@ -322,11 +322,14 @@ fn public_addresses() {
 
 // -------------------------------------------------------------- donation
 
+/// Requests a test server saw: (method, path, body).
+type Seen = Arc<Mutex<Vec<(String, String, Vec<u8>)>>>;
+
 /// A tiny HTTP/1.1 server on 127.0.0.1 recording (method, path, body) and
 /// answering `status`; stops after `max` requests or when dropped.
 struct TestServer {
     port: u16,
-    seen: Arc<Mutex<Vec<(String, String, Vec<u8>)>>>,
+    seen: Seen,
 }
 
 impl TestServer {
