@@ -37,7 +37,10 @@ fn main() -> Result<()> {
     }
     let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     std::fs::create_dir_all(&out)?;
-    std::fs::write(out.join("datapath.json"), serde_json::to_vec_pretty(&results)?)?;
+    std::fs::write(
+        out.join("datapath.json"),
+        serde_json::to_vec_pretty(&results)?,
+    )?;
     println!("\nwritten to target/bench/datapath.json");
     Ok(())
 }
@@ -80,13 +83,21 @@ fn ebpf_cost() -> Result<serde_json::Value> {
         flow_entries: 65536,
     })?;
     let mut rows = Vec::new();
-    println!("\neBPF cost per packet (BPF_PROG_TEST_RUN, {REPEAT} repeats, average of the kernel's timing):");
-    println!("{:<14} {:>12} {:>12} {:>10}", "packet", "empty prog", "lan_ingress", "added");
+    println!(
+        "\neBPF cost per packet (BPF_PROG_TEST_RUN, {REPEAT} repeats, average of the kernel's timing):"
+    );
+    println!(
+        "{:<14} {:>12} {:>12} {:>10}",
+        "packet", "empty prog", "lan_ingress", "added"
+    );
     for kind in ["tcp4 1400 B", "udp6 100 B", "tcp4 ack 443"] {
         let data = frame(kind);
         let mut ns = |name: &str| -> Result<f64> {
-            let prog: &mut SchedClassifier =
-                dp.ebpf_mut().program_mut(name).context("program")?.try_into()?;
+            let prog: &mut SchedClassifier = dp
+                .ebpf_mut()
+                .program_mut(name)
+                .context("program")?
+                .try_into()?;
             // The baseline is never attached; load it on first use.
             if prog.fd().is_err() {
                 prog.load()?;
@@ -107,11 +118,17 @@ fn ebpf_cost() -> Result<serde_json::Value> {
         };
         let base = ns(programs::BASELINE)?;
         let ours = ns(programs::INGRESS)?;
-        println!("{kind:<14} {base:>10.1}ns {ours:>10.1}ns {:>8.1}ns", ours - base);
+        println!(
+            "{kind:<14} {base:>10.1}ns {ours:>10.1}ns {:>8.1}ns",
+            ours - base
+        );
         rows.push(json!({"packet": kind, "baseline_ns": base, "program_ns": ours, "added_ns": ours - base}));
     }
     let _ = dp.unpin_maps();
-    let _ = std::process::Command::new("umount").arg("-l").arg(dir.path()).status();
+    let _ = std::process::Command::new("umount")
+        .arg("-l")
+        .arg(dir.path())
+        .status();
     Ok(json!(rows))
 }
 
@@ -124,7 +141,10 @@ fn iperf_mbps(lab: &mut Lab, port: u16) -> Result<f64> {
         .args(["-c", SERVER_V4, "-p", &port.to_string(), "-t", "4", "-J"])
         .output()?;
     let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    Ok(v["end"]["sum_received"]["bits_per_second"].as_f64().unwrap_or(0.0) / 1e6)
+    Ok(v["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .unwrap_or(0.0)
+        / 1e6)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -196,7 +216,14 @@ fn daemon_at_active_flows(flows: u32) -> Result<serde_json::Value> {
         .device("cam")
         .ns
         .cmd(flood_bin.to_str().unwrap())
-        .args(["--count", &flows.to_string(), "--rounds", &(secs + 15).to_string(), "--interval-ms", "1000"])
+        .args([
+            "--count",
+            &flows.to_string(),
+            "--rounds",
+            &(secs + 15).to_string(),
+            "--interval-ms",
+            "1000",
+        ])
         .stdout(std::process::Stdio::null())
         .spawn()?;
     // Let the table fill and the first windows pass, then measure.
@@ -217,7 +244,12 @@ fn daemon_at_active_flows(flows: u32) -> Result<serde_json::Value> {
     let _ = flood.kill();
     let _ = flood.wait();
     daemon.stop()?;
-    println!("\ndaemon with {flows} active flows ({live_max} in the kernel table at most), over {elapsed:.0} s:");
-    println!("  CPU {cpu:.2} % of one core, peak RSS {:.1} MB", hwm as f64 / 1024.0);
+    println!(
+        "\ndaemon with {flows} active flows ({live_max} in the kernel table at most), over {elapsed:.0} s:"
+    );
+    println!(
+        "  CPU {cpu:.2} % of one core, peak RSS {:.1} MB",
+        hwm as f64 / 1024.0
+    );
     Ok(json!({"flows": flows, "flows_live_max": live_max, "cpu_percent": cpu, "peak_rss_kib": hwm}))
 }

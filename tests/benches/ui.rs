@@ -83,7 +83,9 @@ impl Browser {
     async fn start(ns: &Netns, port: u16, profile: PathBuf) -> Result<Browser> {
         for tool in ["/usr/bin/chromium", "/usr/bin/chromedriver"] {
             if !std::path::Path::new(tool).exists() {
-                bail!("{tool} is missing: install the Debian packages chromium and chromium-driver");
+                bail!(
+                    "{tool} is missing: install the Debian packages chromium and chromium-driver"
+                );
             }
         }
         let mut driver = ns
@@ -119,20 +121,19 @@ impl Browser {
                 ],
             }),
         );
-        let client = match ClientBuilder::new(
-            hyper_util::client::legacy::connect::HttpConnector::new(),
-        )
-        .capabilities(caps)
-        .connect(&format!("http://127.0.0.1:{port}"))
-        .await
-        {
-            Ok(c) => c,
-            Err(e) => {
-                let _ = driver.kill();
-                let _ = driver.wait();
-                return Err(e).context("opening a Chromium session");
-            }
-        };
+        let client =
+            match ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+                .capabilities(caps)
+                .connect(&format!("http://127.0.0.1:{port}"))
+                .await
+            {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = driver.kill();
+                    let _ = driver.wait();
+                    return Err(e).context("opening a Chromium session");
+                }
+            };
         Ok(Browser { client, driver })
     }
 
@@ -224,7 +225,9 @@ fn main() -> Result<()> {
     ])?;
     std::fs::write(
         lab.dir.join("config"),
-        format!("config iot-inspector 'main'\n\tlist lan 'br-lan'\n\toption dashboard '{DASHBOARD}'\n"),
+        format!(
+            "config iot-inspector 'main'\n\tlist lan 'br-lan'\n\toption dashboard '{DASHBOARD}'\n"
+        ),
     )?;
     let daemon = lab.start_daemon(&[])?;
     make_traffic(&mut lab)?;
@@ -273,28 +276,31 @@ fn main() -> Result<()> {
 
     let gw = lab.gw.clone();
     let profile = lab.dir.join("chromium-profile-bench");
-    let measured = in_netns(&gw.clone(), async || -> Result<Vec<(String, f64, Vec<f64>, f64)>> {
-        let b = Browser::start(&gw, DRIVER_PORT, profile).await?;
-        let result = async {
-            let mut rows = Vec::new();
-            for (name, url, ready) in &views {
-                // The first load of each view (cold caches, first API reads).
-                let (cold, _) = b.timed_load(url, ready).await?;
-                let mut times = Vec::new();
-                let mut load_events = Vec::new();
-                for _ in 0..LOADS {
-                    let (t, le) = b.timed_load(url, ready).await?;
-                    times.push(t);
-                    load_events.push(le);
+    let measured = in_netns(
+        &gw.clone(),
+        async || -> Result<Vec<(String, f64, Vec<f64>, f64)>> {
+            let b = Browser::start(&gw, DRIVER_PORT, profile).await?;
+            let result = async {
+                let mut rows = Vec::new();
+                for (name, url, ready) in &views {
+                    // The first load of each view (cold caches, first API reads).
+                    let (cold, _) = b.timed_load(url, ready).await?;
+                    let mut times = Vec::new();
+                    let mut load_events = Vec::new();
+                    for _ in 0..LOADS {
+                        let (t, le) = b.timed_load(url, ready).await?;
+                        times.push(t);
+                        load_events.push(le);
+                    }
+                    rows.push((name.to_string(), cold, times, median(load_events)));
                 }
-                rows.push((name.to_string(), cold, times, median(load_events)));
+                Ok::<_, anyhow::Error>(rows)
             }
-            Ok::<_, anyhow::Error>(rows)
-        }
-        .await;
-        b.close().await;
-        result
-    })?;
+            .await;
+            b.close().await;
+            result
+        },
+    )?;
     drop(daemon);
 
     let base_ms = median(measured[0].2.clone());

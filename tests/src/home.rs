@@ -112,18 +112,32 @@ fn read_counter(ns: &Netns, table: &str) -> Result<(u64, u64)> {
 impl Meter {
     pub fn install(lab: &Lab, dev: &Device, server: &str, port: u16) -> Result<Meter> {
         let v6 = server.contains(':');
-        let dev_ip = if v6 { dev.ipv6.clone() } else { dev.ipv4.clone() };
+        let dev_ip = if v6 {
+            dev.ipv6.clone()
+        } else {
+            dev.ipv4.clone()
+        };
         Self::install_from(lab, dev, &dev_ip, server, port)
     }
 
     /// The same behind the fw4-like firewall, which masquerades: the
     /// server sees the router's wan address.
     pub fn install_masqueraded(lab: &Lab, dev: &Device, server: &str, port: u16) -> Result<Meter> {
-        let from = if server.contains(':') { "2001:db8:ff::1" } else { "198.51.100.1" };
+        let from = if server.contains(':') {
+            "2001:db8:ff::1"
+        } else {
+            "198.51.100.1"
+        };
         Self::install_from(lab, dev, from, server, port)
     }
 
-    fn install_from(lab: &Lab, dev: &Device, dev_ip: &str, server: &str, port: u16) -> Result<Meter> {
+    fn install_from(
+        lab: &Lab,
+        dev: &Device,
+        dev_ip: &str,
+        server: &str,
+        port: u16,
+    ) -> Result<Meter> {
         let v6 = server.contains(':');
         let fam = if v6 { "ip6" } else { "ip" };
         let table = format!("meter_{}_{port}", dev.name);

@@ -485,7 +485,8 @@ impl Lab {
     /// A DNS server (dnsmasq) in wan on 203.0.113.53 answering `names`
     /// (name → IPv4 address) with a short TTL, and nothing else.
     pub fn start_dns(&mut self, names: &[(&str, &str)]) -> Result<()> {
-        self.wan.ip(&["addr", "add", "203.0.113.53/32", "dev", "lo"])?;
+        self.wan
+            .ip(&["addr", "add", "203.0.113.53/32", "dev", "lo"])?;
         let mut cmd = self.wan.cmd("dnsmasq");
         cmd.args([
             "--keep-in-foreground",
@@ -545,8 +546,20 @@ impl Lab {
     /// applied (the device keeps its static address).
     pub fn dhcp_client(&self, dev: &Device, hostname: &str, vendor: Option<&str>) -> Result<()> {
         let mut c = dev.ns.cmd("udhcpc");
-        c.args(["-i", "eth0", "-n", "-q", "-f", "-t", "3", "-T", "1", "-s", "/bin/true"])
-            .args(["-x", &format!("hostname:{hostname}")]);
+        c.args([
+            "-i",
+            "eth0",
+            "-n",
+            "-q",
+            "-f",
+            "-t",
+            "3",
+            "-T",
+            "1",
+            "-s",
+            "/bin/true",
+        ])
+        .args(["-x", &format!("hostname:{hostname}")]);
         if let Some(v) = vendor {
             c.args(["-V", v]);
         }
@@ -567,8 +580,17 @@ impl Lab {
         let child = dev
             .ns
             .cmd(bin.to_str().unwrap())
-            .args([profile, "--ip", &dev.ipv4, "--ip6", &dev.ipv6, "--ifname", "eth0"])
-            .args(["--count", "3", "--interval-ms", "1000", "--duration-s", &secs.to_string()])
+            .args([
+                profile, "--ip", &dev.ipv4, "--ip6", &dev.ipv6, "--ifname", "eth0",
+            ])
+            .args([
+                "--count",
+                "3",
+                "--interval-ms",
+                "1000",
+                "--duration-s",
+                &secs.to_string(),
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -582,7 +604,10 @@ impl Lab {
     pub fn use_wan_dns(&mut self, dev: &Device) -> Result<()> {
         let dir = PathBuf::from("/etc/netns").join(&dev.ns.name);
         std::fs::create_dir_all(&dir)?;
-        std::fs::write(dir.join("resolv.conf"), "nameserver 203.0.113.53\noptions timeout:2 attempts:1\n")?;
+        std::fs::write(
+            dir.join("resolv.conf"),
+            "nameserver 203.0.113.53\noptions timeout:2 attempts:1\n",
+        )?;
         self.etc_dirs.push(dir);
         Ok(())
     }
@@ -596,14 +621,23 @@ impl Lab {
             std::fs::create_dir_all(&www)?;
             std::fs::write(www.join("big.bin"), vec![0x5a; 200_000])?;
             sh(Command::new("openssl")
-                .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"])
+                .args([
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "ec",
+                    "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1",
+                ])
                 .args(["-nodes", "-days", "1", "-subj", "/CN=lab", "-keyout"])
                 .arg(www.join("key.pem"))
                 .arg("-out")
                 .arg(www.join("cert.pem")))?;
         }
         if !self.wan_addrs.contains(&ip.to_string()) {
-            let _ = self.wan.ip(&["addr", "add", &format!("{ip}/32"), "dev", "lo"]);
+            let _ = self
+                .wan
+                .ip(&["addr", "add", &format!("{ip}/32"), "dev", "lo"]);
             self.wan_addrs.push(ip.to_string());
         }
         let httpd = self
@@ -618,7 +652,13 @@ impl Lab {
         let tls = self
             .wan
             .cmd("openssl")
-            .args(["s_server", "-quiet", "-WWW", "-accept", &format!("{ip}:443")])
+            .args([
+                "s_server",
+                "-quiet",
+                "-WWW",
+                "-accept",
+                &format!("{ip}:443"),
+            ])
             .arg("-cert")
             .arg(www.join("cert.pem"))
             .arg("-key")
@@ -705,7 +745,11 @@ impl Lab {
             .arg(self.database())
             .arg("--pin-dir")
             .arg(self.pin_dir())
-            .args(if extra.contains(&"--window") { &[][..] } else { &["--window", "1"][..] })
+            .args(if extra.contains(&"--window") {
+                &[][..]
+            } else {
+                &["--window", "1"][..]
+            })
             .args(extra)
             .envs(env.iter().copied())
             .env("RUST_LOG", "info")
@@ -724,10 +768,10 @@ impl Daemon {
     pub fn wait_ready(&self, within: Duration) -> Result<()> {
         let until = Instant::now() + within;
         while Instant::now() < until {
-            if let Ok(v) = self.get("/v1/status") {
-                if v["ports"].as_array().is_some_and(|p| !p.is_empty()) {
-                    return Ok(());
-                }
+            if let Ok(v) = self.get("/v1/status")
+                && v["ports"].as_array().is_some_and(|p| !p.is_empty())
+            {
+                return Ok(());
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -751,10 +795,10 @@ impl Daemon {
     pub fn wait_window_after(&self, after_unix: u64, within: Duration) -> Result<()> {
         let until = Instant::now() + within;
         while Instant::now() < until {
-            if let Ok(v) = self.get("/v1/status") {
-                if v["last_window_end"].as_u64().unwrap_or(0) > after_unix {
-                    return Ok(());
-                }
+            if let Ok(v) = self.get("/v1/status")
+                && v["last_window_end"].as_u64().unwrap_or(0) > after_unix
+            {
+                return Ok(());
             }
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -773,7 +817,14 @@ impl Daemon {
     /// POSTs JSON to an API path.
     pub fn post(&self, path: &str, body: &serde_json::Value) -> Result<serde_json::Value> {
         let out = Command::new("curl")
-            .args(["-sS", "--max-time", "5", "-H", "content-type: application/json", "--unix-socket"])
+            .args([
+                "-sS",
+                "--max-time",
+                "5",
+                "-H",
+                "content-type: application/json",
+                "--unix-socket",
+            ])
             .arg(&self.socket)
             .args(["-d", &body.to_string(), "-w", "\n%{http_code}"])
             .arg(format!("http://localhost{path}"))

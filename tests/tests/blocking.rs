@@ -97,7 +97,10 @@ fn a_block_stops_a_transfer_and_pings_within_a_second_and_unblock_restores_them(
     let daemon = start(&mut lab, "")?;
     let cam = lab.device("cam").clone();
     for (server, port, fam) in [(SERVER_V4, 5601u16, "-4"), (SERVER_V6, 5602, "-6")] {
-        assert!(reachable(&lab, "cam", server), "{server} not reachable before the block");
+        assert!(
+            reachable(&lab, "cam", server),
+            "{server} not reachable before the block"
+        );
         let meter = Meter::install_masqueraded(&lab, &cam, server, port)?;
         home::iperf_server(&mut lab, server, port)?;
         let client = home::iperf_client_spawn(&cam, server, port, &[fam, "-t", "30", "-b", "20M"])?;
@@ -122,13 +125,20 @@ fn a_block_stops_a_transfer_and_pings_within_a_second_and_unblock_restores_them(
         // It stays stopped.
         let a = uploaded(&meter);
         std::thread::sleep(Duration::from_secs(2));
-        assert_eq!(uploaded(&meter), a, "{server}: bytes crossed a blocked device's path");
+        assert_eq!(
+            uploaded(&meter),
+            a,
+            "{server}: bytes crossed a blocked device's path"
+        );
 
         daemon.cli(&["unblock", &cam.mac])?;
         let back = within(Duration::from_secs(1) + Duration::from_millis(500), || {
             reachable(&lab, "cam", server)
         });
-        assert!(back.is_some(), "{server}: ping did not come back within 1 s of the unblock");
+        assert!(
+            back.is_some(),
+            "{server}: ping did not come back within 1 s of the unblock"
+        );
         // The open transfer resumes at TCP's next retransmission: the
         // sender backed off while blocked, so allow its timer to fire.
         let a = uploaded(&meter);
@@ -151,7 +161,12 @@ fn blocks_survive_a_firewall_reload_and_a_sigkill_and_restart_reconciles() -> Re
     let cam_mac = lab.device("cam").mac.clone();
     let daemon = start(&mut lab, "")?;
     daemon.cli(&["block", &cam_mac])?;
-    assert!(within(Duration::from_secs(2), || !reachable(&lab, "cam", SERVER_V4)).is_some());
+    assert!(
+        within(Duration::from_secs(2), || !reachable(
+            &lab, "cam", SERVER_V4
+        ))
+        .is_some()
+    );
     // fw4 reload: its table is deleted and recreated; ours stays.
     lab.reload_fw4_like()?;
     assert!(mac_blocked(&lab, &cam_mac));
@@ -168,7 +183,17 @@ fn blocks_survive_a_firewall_reload_and_a_sigkill_and_restart_reconciles() -> Re
             let mut gaps = 0;
             for _ in 0..100 {
                 let out = std::process::Command::new("ip")
-                    .args(["netns", "exec", &gw, "nft", "-j", "list", "table", "inet", "iot_inspector"])
+                    .args([
+                        "netns",
+                        "exec",
+                        &gw,
+                        "nft",
+                        "-j",
+                        "list",
+                        "table",
+                        "inet",
+                        "iot_inspector",
+                    ])
                     .output()
                     .unwrap();
                 let ok = out.status.success()
@@ -185,7 +210,10 @@ fn blocks_survive_a_firewall_reload_and_a_sigkill_and_restart_reconciles() -> Re
     };
     let daemon = lab.start_daemon(&[])?;
     let gaps = watcher.join().unwrap();
-    assert_eq!(gaps, 0, "the block was missing {gaps} times during the restart");
+    assert_eq!(
+        gaps, 0,
+        "the block was missing {gaps} times during the restart"
+    );
     assert!(!reachable(&lab, "cam", SERVER_V4));
     // A clean stop without `persist` removes the table.
     daemon.cli(&["unblock", &cam_mac])?;
@@ -204,9 +232,18 @@ fn bad_rules_are_refused_with_a_clear_error_and_change_nothing() -> Result<()> {
     daemon.cli(&["block", &cam_mac])?;
     let before = std::fs::read_to_string(lab.dir.join("config"))?;
     for (body, needle) in [
-        (serde_json::json!({"device": cam_mac, "schedule": ["mon-fri 25:00-07:00"]}), "25:00"),
-        (serde_json::json!({"device": cam_mac, "schedule": [" 21:00-07:00"]}), "21:00-07:00"),
-        (serde_json::json!({"device": "2c:aa:8e:10:00", "schedule": ["mon 21:00-22:00"]}), "MAC"),
+        (
+            serde_json::json!({"device": cam_mac, "schedule": ["mon-fri 25:00-07:00"]}),
+            "25:00",
+        ),
+        (
+            serde_json::json!({"device": cam_mac, "schedule": [" 21:00-07:00"]}),
+            "21:00-07:00",
+        ),
+        (
+            serde_json::json!({"device": "2c:aa:8e:10:00", "schedule": ["mon 21:00-22:00"]}),
+            "MAC",
+        ),
     ] {
         match daemon.post("/v1/rules/set", &body) {
             Ok(v) => bail!("accepted {body}: {v}"),
@@ -221,7 +258,9 @@ fn bad_rules_are_refused_with_a_clear_error_and_change_nothing() -> Result<()> {
     // bad MAC: the daemon says so and keeps the last good rules (the block).
     std::fs::write(
         lab.dir.join("config"),
-        format!("{before}\nconfig rule 'bad'\n\toption device 'nosuchdevice'\n\toption block '1'\nconfig device 'x'\n\toption mac 'zz:zz'\n"),
+        format!(
+            "{before}\nconfig rule 'bad'\n\toption device 'nosuchdevice'\n\toption block '1'\nconfig device 'x'\n\toption mac 'zz:zz'\n"
+        ),
     )?;
     unsafe { libc::kill(daemon.pid(), libc::SIGHUP) };
     let err = within(Duration::from_secs(3), || {
@@ -233,8 +272,14 @@ fn bad_rules_are_refused_with_a_clear_error_and_change_nothing() -> Result<()> {
     assert!(err.is_some(), "no config error shown");
     let v = daemon.get("/v1/rules")?;
     let msg = v["config_error"].as_str().unwrap();
-    assert!(msg.contains("nosuchdevice") || msg.contains("zz:zz"), "{msg}");
-    assert!(mac_blocked(&lab, &cam_mac), "the last good block was dropped");
+    assert!(
+        msg.contains("nosuchdevice") || msg.contains("zz:zz"),
+        "{msg}"
+    );
+    assert!(
+        mac_blocked(&lab, &cam_mac),
+        "the last good block was dropped"
+    );
     daemon.stop()?;
     Ok(())
 }
@@ -273,7 +318,9 @@ fn schedules_follow_a_controllable_clock_across_midnight_dst_and_restarts() -> R
     let args = ["--clock-file", clock_s.as_str()];
     let daemon = lab.start_daemon_env(&args, &[("TZ", tz)])?;
     let expect = |daemon: &Daemon, blocked: bool, when: &str| {
-        let ok = within(Duration::from_secs(3), || mac_blocked(&lab, &cam_mac) == blocked);
+        let ok = within(Duration::from_secs(3), || {
+            mac_blocked(&lab, &cam_mac) == blocked
+        });
         assert!(
             ok.is_some(),
             "{when}: expected {}, rules say {}",
@@ -304,11 +351,17 @@ fn schedules_follow_a_controllable_clock_across_midnight_dst_and_restarts() -> R
     expect(&daemon, true, "Mon 22:00 CEST");
     daemon.kill();
     let daemon = lab.start_daemon_env(&args, &[("TZ", tz)])?;
-    assert!(mac_blocked(&lab, &cam_mac), "not blocked right after a restart in a window");
+    assert!(
+        mac_blocked(&lab, &cam_mac),
+        "not blocked right after a restart in a window"
+    );
     let rules = daemon.get("/v1/rules")?;
     let state = &rules["states"][0];
     assert_eq!(state["blocked"], true);
-    assert!(state["reason"].as_str().unwrap().contains("21:00"), "{state}");
+    assert!(
+        state["reason"].as_str().unwrap().contains("21:00"),
+        "{state}"
+    );
     assert_eq!(
         state["next_change"].as_i64(),
         Some(cet(2026, 3, 31, 7, 0, true)),
@@ -340,16 +393,31 @@ fn away_mode_follows_the_household_phone() -> Result<()> {
     // The phone only sleeps: it sends nothing but its kernel answers the
     // router's ARP/NDP probes, so the household stays home.
     std::thread::sleep(Duration::from_secs(40));
-    assert!(mac_blocked(&lab, &cam_mac), "a sleeping phone was taken for absent");
+    assert!(
+        mac_blocked(&lab, &cam_mac),
+        "a sleeping phone was taken for absent"
+    );
     // The phone leaves: silent and not answering.
-    lab.device("phone").ns.ip(&["link", "set", "eth0", "down"])?;
+    lab.device("phone")
+        .ns
+        .ip(&["link", "set", "eth0", "down"])?;
     let allowed = within(Duration::from_secs(50), || !mac_blocked(&lab, &cam_mac));
-    assert!(allowed.is_some(), "camera still blocked with everybody out: {}", daemon.get("/v1/rules")?);
+    assert!(
+        allowed.is_some(),
+        "camera still blocked with everybody out: {}",
+        daemon.get("/v1/rules")?
+    );
     let rules = daemon.get("/v1/rules")?;
     assert!(rules["history"].to_string().contains("away"), "{rules}");
     // The phone comes back: blocked within 10 s.
     lab.device("phone").ns.ip(&["link", "set", "eth0", "up"])?;
-    lab.device("phone").ns.ip(&["route", "replace", "default", "via", iot_inspector_lab::GW_V4])?;
+    lab.device("phone").ns.ip(&[
+        "route",
+        "replace",
+        "default",
+        "via",
+        iot_inspector_lab::GW_V4,
+    ])?;
     let back = std::time::Instant::now();
     home::ping(lab.device("phone"), SERVER_V4, 1);
     assert!(
@@ -372,19 +440,35 @@ fn a_destination_block_stops_the_trackers_a_tv_resolved_and_nothing_else() -> Re
     let tv_mac = lab.device("tv").mac.clone();
     let daemon = start(
         &mut lab,
-        &format!("config rule 'tv_ads'\n\toption device '{tv_mac}'\n\tlist block_category 'advertising'\n"),
+        &format!(
+            "config rule 'tv_ads'\n\toption device '{tv_mac}'\n\tlist block_category 'advertising'\n"
+        ),
     )?;
     assert!(reachable(&lab, "tv", "203.0.113.30") && reachable(&lab, "tv", "203.0.113.40"));
     // The TV resolves both names through the router's path.
     for name in ["ad.doubleclick.net", "api.roku.com"] {
-        lab.device("tv").ns.run("dig", &["+short", "+tries=1", "+time=2", "@203.0.113.53", name])?;
+        lab.device("tv").ns.run(
+            "dig",
+            &["+short", "+tries=1", "+time=2", "@203.0.113.53", name],
+        )?;
     }
-    let blocked = within(Duration::from_secs(5), || !reachable(&lab, "tv", "203.0.113.30"));
-    assert!(blocked.is_some(), "the tracker stays reachable: {}", daemon.get("/v1/rules")?);
-    assert!(reachable(&lab, "tv", "203.0.113.40"), "the TV's own service was blocked too");
+    let blocked = within(Duration::from_secs(5), || {
+        !reachable(&lab, "tv", "203.0.113.30")
+    });
+    assert!(
+        blocked.is_some(),
+        "the tracker stays reachable: {}",
+        daemon.get("/v1/rules")?
+    );
+    assert!(
+        reachable(&lab, "tv", "203.0.113.40"),
+        "the TV's own service was blocked too"
+    );
     let t = table(&lab)?.unwrap();
     assert!(
-        t.dest_v4.iter().any(|(d, r, _)| d.to_string() == "192.0.2.13" && r.to_string() == "203.0.113.30"),
+        t.dest_v4
+            .iter()
+            .any(|(d, r, _)| d.to_string() == "192.0.2.13" && r.to_string() == "203.0.113.30"),
         "{t:?}"
     );
     daemon.stop()?;

@@ -11,9 +11,24 @@ use anyhow::Result;
 use iot_inspector_lab::{Device, DeviceSpec, Lab, now_unix, sh};
 use serde_json::Value;
 
-const PLUG: DeviceSpec = DeviceSpec { name: "plug", mac: "24:0a:c4:31:00:11", host: 11, vlan: None };
-const TV: DeviceSpec = DeviceSpec { name: "tv", mac: "08:05:81:31:00:13", host: 13, vlan: None };
-const SPEAKER: DeviceSpec = DeviceSpec { name: "speaker", mac: "00:0e:58:31:00:12", host: 12, vlan: None };
+const PLUG: DeviceSpec = DeviceSpec {
+    name: "plug",
+    mac: "24:0a:c4:31:00:11",
+    host: 11,
+    vlan: None,
+};
+const TV: DeviceSpec = DeviceSpec {
+    name: "tv",
+    mac: "08:05:81:31:00:13",
+    host: 13,
+    vlan: None,
+};
+const SPEAKER: DeviceSpec = DeviceSpec {
+    name: "speaker",
+    mac: "00:0e:58:31:00:12",
+    host: 12,
+    vlan: None,
+};
 
 fn curl(dev: &Device, args: &[&str]) -> Result<()> {
     sh(dev
@@ -25,7 +40,10 @@ fn curl(dev: &Device, args: &[&str]) -> Result<()> {
 }
 
 fn dig(dev: &Device, name: &str) -> Result<()> {
-    sh(dev.ns.cmd("dig").args(["+short", "+tries=1", "+time=2", name]))?;
+    sh(dev
+        .ns
+        .cmd("dig")
+        .args(["+short", "+tries=1", "+time=2", name]))?;
     Ok(())
 }
 
@@ -37,7 +55,12 @@ fn flows_carry_the_names_their_devices_used() -> Result<()> {
         ("ad.doubleclick.net", "203.0.113.40"),
         ("api.roku.com", "203.0.113.40"),
     ])?;
-    for ip in ["203.0.113.30", "203.0.113.40", "203.0.113.50", "203.0.113.60"] {
+    for ip in [
+        "203.0.113.30",
+        "203.0.113.40",
+        "203.0.113.50",
+        "203.0.113.60",
+    ] {
         lab.serve_web(ip)?;
     }
     for d in ["plug", "tv", "speaker"] {
@@ -64,9 +87,23 @@ fn flows_carry_the_names_their_devices_used() -> Result<()> {
     curl(&tv, &["http://203.0.113.40/big.bin"])?;
     curl(&speaker, &["http://203.0.113.40/big.bin"])?;
     // SNI only, no DNS at all.
-    curl(&speaker, &["--resolve", "api.sonos.com:443:203.0.113.50", "https://api.sonos.com/big.bin"])?;
+    curl(
+        &speaker,
+        &[
+            "--resolve",
+            "api.sonos.com:443:203.0.113.50",
+            "https://api.sonos.com/big.bin",
+        ],
+    )?;
     // Plain HTTP Host only, no DNS.
-    curl(&tv, &["--resolve", "b.scorecardresearch.com:80:203.0.113.60", "http://b.scorecardresearch.com/big.bin"])?;
+    curl(
+        &tv,
+        &[
+            "--resolve",
+            "b.scorecardresearch.com:80:203.0.113.60",
+            "http://b.scorecardresearch.com/big.bin",
+        ],
+    )?;
     daemon.wait_window_after(now_unix() + 1, Duration::from_secs(15))?;
 
     // (device, remote address, remote port) → the name it must carry.
@@ -76,7 +113,10 @@ fn flows_carry_the_names_their_devices_used() -> Result<()> {
         ((tv.mac.as_str(), "203.0.113.40", 80), "ad.doubleclick.net"),
         ((speaker.mac.as_str(), "203.0.113.40", 80), "api.roku.com"),
         ((speaker.mac.as_str(), "203.0.113.50", 443), "api.sonos.com"),
-        ((tv.mac.as_str(), "203.0.113.60", 80), "b.scorecardresearch.com"),
+        (
+            (tv.mac.as_str(), "203.0.113.60", 80),
+            "b.scorecardresearch.com",
+        ),
     ]);
     let flows: Value = daemon.get(&format!("/v1/flows?since={since}"))?;
     let mut total = 0u64;
@@ -88,7 +128,9 @@ fn flows_carry_the_names_their_devices_used() -> Result<()> {
             f["remote_ip"].as_str().unwrap_or(""),
             f["remote_port"].as_u64().unwrap_or(0),
         );
-        let Some(want) = expected.get(&key) else { continue };
+        let Some(want) = expected.get(&key) else {
+            continue;
+        };
         let bytes = f["bytes_up"].as_u64().unwrap() + f["bytes_down"].as_u64().unwrap();
         total += bytes;
         if f["name"].as_str() == Some(*want) {
@@ -97,12 +139,18 @@ fn flows_carry_the_names_their_devices_used() -> Result<()> {
         seen.insert(key, f.clone());
     }
     for (k, want) in &expected {
-        let f = seen.get(k).unwrap_or_else(|| panic!("no flow {k:?} in {flows}"));
+        let f = seen
+            .get(k)
+            .unwrap_or_else(|| panic!("no flow {k:?} in {flows}"));
         assert_eq!(f["name"].as_str(), Some(*want), "{k:?}: {f}");
     }
     assert!(total > 1_000_000, "too little traffic measured: {total}");
     let share = right as f64 / total as f64;
-    assert!(share >= 0.99, "only {:.2} % of the bytes carry the right name", share * 100.0);
+    assert!(
+        share >= 0.99,
+        "only {:.2} % of the bytes carry the right name",
+        share * 100.0
+    );
 
     // Where each name came from.
     let src = |k: (&str, &str, u64)| seen[&k]["name_source"].as_str().unwrap_or("").to_string();
@@ -113,10 +161,22 @@ fn flows_carry_the_names_their_devices_used() -> Result<()> {
     // Explained calmly.
     let exp = |k: (&str, &str, u64)| seen[&k]["explanation"].clone();
     let wemo = exp((plug.mac.as_str(), "203.0.113.30", 443));
-    assert!(wemo["organisation"].as_str().unwrap_or("").contains("Belkin"), "{wemo}");
+    assert!(
+        wemo["organisation"]
+            .as_str()
+            .unwrap_or("")
+            .contains("Belkin"),
+        "{wemo}"
+    );
     assert_eq!(wemo["category"], "vendor_cloud");
-    assert_eq!(exp((tv.mac.as_str(), "203.0.113.40", 80))["category"], "advertising");
-    assert_eq!(exp((tv.mac.as_str(), "203.0.113.60", 80))["category"], "tracking_analytics");
+    assert_eq!(
+        exp((tv.mac.as_str(), "203.0.113.40", 80))["category"],
+        "advertising"
+    );
+    assert_eq!(
+        exp((tv.mac.as_str(), "203.0.113.60", 80))["category"],
+        "tracking_analytics"
+    );
     // Bytes by organisation and category.
     let parties = daemon.get(&format!("/v1/parties?device={}&since={since}", tv.mac))?;
     let cats: Vec<&str> = parties["categories"]
@@ -125,7 +185,10 @@ fn flows_carry_the_names_their_devices_used() -> Result<()> {
         .iter()
         .filter_map(|c| c["category"].as_str())
         .collect();
-    assert!(cats.contains(&"advertising") && cats.contains(&"tracking_analytics"), "{parties}");
+    assert!(
+        cats.contains(&"advertising") && cats.contains(&"tracking_analytics"),
+        "{parties}"
+    );
     // The TV's first contact with advertising raised an alert.
     let alerts = daemon.get("/v1/alerts")?;
     assert!(alerts.to_string().contains(&tv.mac), "{alerts}");

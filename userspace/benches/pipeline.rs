@@ -210,8 +210,12 @@ fn mdns_response() -> Vec<u8> {
     ] {
         t.add_char_string(CharacterString::new(item.as_bytes()).unwrap());
     }
-    p.answers
-        .push(ResourceRecord::new(instance, CLASS::IN, 4500, RData::TXT(t)));
+    p.answers.push(ResourceRecord::new(
+        instance,
+        CLASS::IN,
+        4500,
+        RData::TXT(t),
+    ));
     p.answers.push(ResourceRecord::new(
         Name::new_unchecked("speaker-1.local"),
         CLASS::IN,
@@ -356,17 +360,37 @@ fn sample_mix() -> Vec<(&'static str, Vec<u8>, Direction, Option<&'static str>)>
         User-Agent: Wemo/2.0 (Linux; Belkin Insight)\r\n\
         Accept: */*\r\nConnection: keep-alive\r\n\r\n";
     vec![
-        ("dns answer", dns_answer(), Direction::Down, Some("dns_answer")),
+        (
+            "dns answer",
+            dns_answer(),
+            Direction::Down,
+            Some("dns_answer"),
+        ),
         ("dhcp request", dhcp_request(), Direction::Up, Some("dhcp")),
-        ("mdns response", mdns_response(), Direction::Up, Some("mdns")),
+        (
+            "mdns response",
+            mdns_response(),
+            Direction::Up,
+            Some("mdns"),
+        ),
         ("ssdp notify", ssdp_notify(), Direction::Up, Some("ssdp")),
         (
             "tls clienthello",
-            tcp4([203, 0, 113, 5], 49152, 443, &tls_client_hello("api.xbcs.net")),
+            tcp4(
+                [203, 0, 113, 5],
+                49152,
+                443,
+                &tls_client_hello("api.xbcs.net"),
+            ),
             Direction::Up,
             Some("tls_sni"),
         ),
-        ("quic initial", quic_initial(), Direction::Up, Some("quic_sni")),
+        (
+            "quic initial",
+            quic_initial(),
+            Direction::Up,
+            Some("quic_sni"),
+        ),
         (
             "http request",
             tcp4([203, 0, 113, 6], 49153, 80, http.as_bytes()),
@@ -502,11 +526,7 @@ fn dissect_throughput() -> Result<Value> {
             );
             black_box(&out);
         }
-        per_kind.push((
-            *name,
-            data.len(),
-            t.elapsed().as_nanos() as f64 / n as f64,
-        ));
+        per_kind.push((*name, data.len(), t.elapsed().as_nanos() as f64 / n as f64));
     }
     println!(
         "\nDissect throughput: {} samples ({} kinds, {} B per round of the mix), median of 3 runs",
@@ -527,11 +547,7 @@ fn dissect_throughput() -> Result<Value> {
         ours,
         1e9 / ours
     );
-    println!(
-        "{:<28} {:>15.1}x",
-        "dissect cost / copy cost",
-        base / ours
-    );
+    println!("{:<28} {:>15.1}x", "dissect cost / copy cost", base / ours);
     println!("  per kind:");
     for (name, len, ns) in &per_kind {
         println!("    {name:<18} {len:>5} B {ns:>10.1} ns");
@@ -599,7 +615,11 @@ fn name_mac(d: usize) -> Mac {
 fn name_remote(i: usize) -> IpAddr {
     if i % 2 == 0 {
         let j = i / 2;
-        let net = if j < 100 { [203, 0, 113] } else { [198, 51, 100] };
+        let net = if j < 100 {
+            [203, 0, 113]
+        } else {
+            [198, 51, 100]
+        };
         IpAddr::V4(Ipv4Addr::new(net[0], net[1], net[2], (j % 100) as u8 + 1))
     } else {
         IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0xee, 0, 0, 0, 0, i as u16))
@@ -716,7 +736,11 @@ fn name_lookups() -> Result<Value> {
         ours,
         1e9 / ours
     );
-    println!("{:<36} {:>15.2}x", "NameTable cost / HashMap cost", base / ours);
+    println!(
+        "{:<36} {:>15.2}x",
+        "NameTable cost / HashMap cost",
+        base / ours
+    );
     println!("Memory of the name tables at {} names:", table.len());
     println!(
         "  approx_memory_bytes   {:>10} B ({:.2} MB, {:.0} B/name)",
@@ -1065,14 +1089,7 @@ fn device_view() -> Result<Value> {
 
     let get = |path: &str, query: &str| -> Result<(f64, usize)> {
         let t = Instant::now();
-        let a = dispatch(
-            &hyper::Method::GET,
-            path,
-            query,
-            b"",
-            &shared,
-            &store,
-        );
+        let a = dispatch(&hyper::Method::GET, path, query, b"", &shared, &store);
         let ms = t.elapsed().as_secs_f64() * 1e3;
         if !a.status.is_success() {
             bail!(

@@ -64,13 +64,19 @@ fn frames(path: &Path, mut each: impl FnMut(u64, &[u8]) -> bool) -> Result<u64> 
         while let Some(block) = r.next_block() {
             let block = block.context("a damaged pcapng block")?;
             let (ts, data, iface) = match &block {
-                Block::EnhancedPacket(p) => (p.timestamp.as_nanos() as u64, p.data.to_vec(), p.interface_id),
+                Block::EnhancedPacket(p) => (
+                    p.timestamp.as_nanos() as u64,
+                    p.data.to_vec(),
+                    p.interface_id,
+                ),
                 Block::SimplePacket(p) => (0, p.data.to_vec(), 0),
                 _ => continue,
             };
             let link = r.interfaces().get(iface as usize).map(|i| i.linktype);
             if link != Some(DataLink::ETHERNET) {
-                bail!("interface {iface} of the capture is {link:?}, not Ethernet (capture on the LAN bridge or its ports)");
+                bail!(
+                    "interface {iface} of the capture is {link:?}, not Ethernet (capture on the LAN bridge or its ports)"
+                );
             }
             n += 1;
             if n > MAX_FRAMES || !each(ts, &data) {
@@ -106,7 +112,9 @@ fn guess_router(path: &Path) -> Result<Option<Mac>> {
     frames(path, |_, data| {
         seen += 1;
         if let (Some((src, dst)), Ok(p)) = (macs(data), SlicedPacket::from_ethernet(data)) {
-            if src.is_group() || dst.is_group() && !matches!(&p.transport, Some(TransportSlice::Udp(_))) {
+            if src.is_group()
+                || dst.is_group() && !matches!(&p.transport, Some(TransportSlice::Udp(_)))
+            {
                 return seen < ROUTER_SAMPLE;
             }
             let ip: Option<IpAddr> = match &p.net {
@@ -118,10 +126,10 @@ fn guess_router(path: &Path) -> Result<Option<Mac>> {
                 Some(TransportSlice::Udp(u)) if matches!(u.source_port(), 53 | 67 | 547));
             let entry = sources.entry(src).or_default();
             entry.1 |= server;
-            if let Some(ip) = ip.filter(|ip| !ip.is_unspecified() && !is_link_local(ip)) {
-                if entry.0.len() < 10_000 {
-                    entry.0.insert(ip);
-                }
+            if let Some(ip) = ip.filter(|ip| !ip.is_unspecified() && !is_link_local(ip))
+                && entry.0.len() < 10_000
+            {
+                entry.0.insert(ip);
             }
         }
         seen < ROUTER_SAMPLE
@@ -166,7 +174,11 @@ pub fn analyze(path: &Path, router: Option<Mac>) -> Result<Analysis> {
         let Some((src, dst)) = macs(data) else {
             return true;
         };
-        let direction = if Some(src) == router { Direction::Down } else { Direction::Up };
+        let direction = if Some(src) == router {
+            Direction::Down
+        } else {
+            Direction::Up
+        };
         if direction == Direction::Down && dst.is_group() {
             return true;
         }
@@ -219,14 +231,19 @@ pub fn analyze(path: &Path, router: Option<Mac>) -> Result<Analysis> {
             mac: *mac,
             label: None,
             identity: identity.as_ref().map(IdentityView::from),
-            names: evidence.get(mac).map(|e| e.self_names()).unwrap_or_default(),
+            names: evidence
+                .get(mac)
+                .map(|e| e.self_names())
+                .unwrap_or_default(),
             label_entry: None,
             label_warnings: Vec::new(),
             suggestions: identity
                 .as_ref()
                 .map(|i| crate::labels::suggest(i, 3))
                 .unwrap_or_default(),
-            ips: rec.map(|r| r.ips.iter().rev().copied().collect()).unwrap_or_default(),
+            ips: rec
+                .map(|r| r.ips.iter().rev().copied().collect())
+                .unwrap_or_default(),
             first_seen: t.4 / 1_000_000_000,
             last_seen: t.5 / 1_000_000_000,
             online: false,
@@ -271,7 +288,7 @@ pub fn analyze(path: &Path, router: Option<Mac>) -> Result<Analysis> {
             }
         })
         .collect();
-    out.sort_by(|a, b| (b.bytes_up + b.bytes_down).cmp(&(a.bytes_up + a.bytes_down)));
+    out.sort_by_key(|f| std::cmp::Reverse(f.bytes_up + f.bytes_down));
     Ok(Analysis {
         frames: n,
         router,
@@ -319,7 +336,9 @@ fn count(
     } else {
         (dst, d_ip, s_ip, sport)
     };
-    let c = flows.entry((mac, Some(dip), Some(rip), proto, rport)).or_default();
+    let c = flows
+        .entry((mac, Some(dip), Some(rip), proto, rport))
+        .or_default();
     let slot = if up { &mut c.up } else { &mut c.down };
     slot.0 += len;
     slot.1 += 1;

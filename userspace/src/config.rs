@@ -196,12 +196,13 @@ impl Settings {
 
     /// Checks combinations of options.
     pub fn validate(&self) -> Result<()> {
-        if let Some(addr) = self.dashboard {
-            if !addr.ip().is_loopback() && self.token.is_none() {
-                bail!(
-                    "config option 'dashboard' = '{addr}' is not a loopback address, so option 'token' must be set"
-                );
-            }
+        if let Some(addr) = self.dashboard
+            && !addr.ip().is_loopback()
+            && self.token.is_none()
+        {
+            bail!(
+                "config option 'dashboard' = '{addr}' is not a loopback address, so option 'token' must be set"
+            );
         }
         Ok(())
     }

@@ -279,13 +279,10 @@ async fn run_async(opts: RunOptions) -> Result<()> {
                 d.control.probe_done(done);
             }
             Some((mac, loc, desc)) = upnp_rx.recv() => {
-                match desc {
-                    Some(desc) => {
-                        d.evidence.entry(mac).or_default().absorb_upnp(&desc);
-                        d.evidence_dirty.insert(mac);
-                        d.upnp_fetched.insert(loc, u8::MAX);
-                    }
-                    None => {}
+                if let Some(desc) = desc {
+                    d.evidence.entry(mac).or_default().absorb_upnp(&desc);
+                    d.evidence_dirty.insert(mac);
+                    d.upnp_fetched.insert(loc, u8::MAX);
                 }
             }
             _ = sigterm.recv() => break,
@@ -384,7 +381,8 @@ impl Daemon {
             }
         })?;
         self.accountant.end_round();
-        let idle_before = crate::time::mono_ns().saturating_sub(self.settings.idle_secs * 1_000_000_000);
+        let idle_before =
+            crate::time::mono_ns().saturating_sub(self.settings.idle_secs * 1_000_000_000);
         for key in self.accountant.idle(idle_before) {
             let last = self.datapath.remove_flow(&key)?;
             if let Some(d) = self.accountant.removed(key, last) {
@@ -524,24 +522,24 @@ impl Daemon {
             ev.note_domain(name);
         }
         self.evidence_dirty.insert(mac);
-        if let Observation::Ssdp(m) = obs {
-            if let (Some(loc), Some(ip)) = (&m.location, m.ip) {
-                let attempts = self.upnp_fetched.get(loc).copied().unwrap_or(0);
-                if attempts < UPNP_ATTEMPTS && self.upnp_fetched.len() < 1024 {
-                    self.upnp_fetched.insert(loc.clone(), attempts + 1);
-                    let loc = loc.clone();
-                    let tx = self.upnp_tx.clone();
-                    tokio::spawn(async move {
-                        let desc = match crate::identify::upnp::fetch_description(&loc, ip).await {
-                            Ok(desc) => Some(desc),
-                            Err(e) => {
-                                log::debug!("UPnP description {loc}: {e}");
-                                None
-                            }
-                        };
-                        let _ = tx.send((mac, loc, desc));
-                    });
-                }
+        if let Observation::Ssdp(m) = obs
+            && let (Some(loc), Some(ip)) = (&m.location, m.ip)
+        {
+            let attempts = self.upnp_fetched.get(loc).copied().unwrap_or(0);
+            if attempts < UPNP_ATTEMPTS && self.upnp_fetched.len() < 1024 {
+                self.upnp_fetched.insert(loc.clone(), attempts + 1);
+                let loc = loc.clone();
+                let tx = self.upnp_tx.clone();
+                tokio::spawn(async move {
+                    let desc = match crate::identify::upnp::fetch_description(&loc, ip).await {
+                        Ok(desc) => Some(desc),
+                        Err(e) => {
+                            log::debug!("UPnP description {loc}: {e}");
+                            None
+                        }
+                    };
+                    let _ = tx.send((mac, loc, desc));
+                });
             }
         }
     }
@@ -637,12 +635,11 @@ impl Daemon {
             });
         }
         let changes = self.control.tick(now, addrs, &names);
-        if !changes.is_empty() {
-            if let Ok(b) = serde_json::to_vec(self.control.states()) {
-                if let Err(e) = self.store.put_blob(RULE_STATES, &b) {
-                    log::warn!("could not keep the rule states: {e:#}");
-                }
-            }
+        if !changes.is_empty()
+            && let Ok(b) = serde_json::to_vec(self.control.states())
+            && let Err(e) = self.store.put_blob(RULE_STATES, &b)
+        {
+            log::warn!("could not keep the rule states: {e:#}");
         }
         *self.shared.rules.write().unwrap() = self.control.view(now);
     }

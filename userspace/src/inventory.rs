@@ -35,16 +35,16 @@ impl Inventory {
     }
 
     fn entry(&mut self, mac: Mac, now: u64) -> &mut DeviceRecord {
-        if !self.devices.contains_key(&mac) && self.devices.len() >= MAX_DEVICES {
-            if let Some(oldest) = self
+        if !self.devices.contains_key(&mac)
+            && self.devices.len() >= MAX_DEVICES
+            && let Some(oldest) = self
                 .devices
                 .values()
                 .min_by_key(|d| d.last_seen)
                 .map(|d| d.mac)
-            {
-                self.devices.remove(&oldest);
-                self.dirty.remove(&oldest);
-            }
+        {
+            self.devices.remove(&oldest);
+            self.dirty.remove(&oldest);
         }
         self.dirty.insert(mac);
         self.devices.entry(mac).or_insert_with(|| DeviceRecord {
@@ -62,7 +62,7 @@ impl Inventory {
         }
         let d = self.entry(mac, now);
         d.last_seen = d.last_seen.max(now);
-        if let Some(ip) = ip.filter(|ip| usable_device_ip(ip)) {
+        if let Some(ip) = ip.filter(usable_device_ip) {
             if let Some(pos) = d.ips.iter().position(|x| *x == ip) {
                 d.ips.remove(pos);
             }
@@ -113,8 +113,8 @@ impl Inventory {
 
 /// Addresses that identify a device (not unspecified, multicast or loopback).
 fn usable_device_ip(ip: &IpAddr) -> bool {
-    !(ip.is_unspecified() || ip.is_multicast() || ip.is_loopback())
-        && !matches!(ip, IpAddr::V4(v4) if v4.is_broadcast())
+    let broadcast = matches!(ip, IpAddr::V4(v4) if v4.is_broadcast());
+    !(ip.is_unspecified() || ip.is_multicast() || ip.is_loopback() || broadcast)
 }
 
 #[cfg(test)]

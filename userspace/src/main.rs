@@ -279,7 +279,9 @@ fn real_main() -> Result<()> {
                 println!(
                     "{} frames, router {}\n",
                     a.frames,
-                    a.router.map(|m| m.to_string()).unwrap_or_else(|| "not found".into())
+                    a.router
+                        .map(|m| m.to_string())
+                        .unwrap_or_else(|| "not found".into())
                 );
                 print!("{}", report::devices(&a.devices));
                 for d in &a.devices {

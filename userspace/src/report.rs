@@ -64,7 +64,9 @@ pub fn device_name(d: &DeviceView) -> String {
         return inert(l);
     }
     match &d.identity {
-        Some(i) if i.vendor.is_none() && i.model.is_none() && !d.names.is_empty() => inert(&d.names[0]),
+        Some(i) if i.vendor.is_none() && i.model.is_none() && !d.names.is_empty() => {
+            inert(&d.names[0])
+        }
         Some(i) => {
             let mut parts = Vec::new();
             if let Some(v) = &i.vendor {
@@ -87,7 +89,10 @@ pub fn devices(devs: &[DeviceView]) -> String {
         .iter()
         .map(|d| {
             let (kind, conf) = match &d.identity {
-                Some(i) => (i.kind_label.clone(), format!("{:.0} %", i.confidence * 100.0)),
+                Some(i) => (
+                    i.kind_label.clone(),
+                    format!("{:.0} %", i.confidence * 100.0),
+                ),
                 None => ("unknown".into(), "-".into()),
             };
             vec![
@@ -95,10 +100,7 @@ pub fn devices(devs: &[DeviceView]) -> String {
                 device_name(d),
                 kind,
                 conf,
-                d.ips
-                    .first()
-                    .map(|i| i.to_string())
-                    .unwrap_or_default(),
+                d.ips.first().map(|i| i.to_string()).unwrap_or_default(),
                 if d.online { "online" } else { "offline" }.to_string(),
                 bytes(d.bytes_up),
                 bytes(d.bytes_down),
@@ -106,7 +108,9 @@ pub fn devices(devs: &[DeviceView]) -> String {
         })
         .collect();
     table(
-        &["DEVICE", "NAME", "KIND", "SURE", "ADDRESS", "STATE", "SENT", "RECEIVED"],
+        &[
+            "DEVICE", "NAME", "KIND", "SURE", "ADDRESS", "STATE", "SENT", "RECEIVED",
+        ],
         &rows,
     )
 }

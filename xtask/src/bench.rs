@@ -23,11 +23,18 @@ pub fn run(args: &Args) -> Result<()> {
     let want = |name: &str| args.filter.as_deref().is_none_or(|f| name.contains(f));
     if ["ebpf", "throughput", "daemon"].iter().any(|n| want(n)) {
         let mut cmd = Command::new("cargo");
-        cmd.args(["bench", "-p", "iot-inspector-lab", "--bench", "datapath", "--"])
-            .args(args.filter.iter())
-            .env("IOT_INSPECTOR_BIN", &built.daemon)
-            .env("IOT_INSPECTOR_BPF", &built.bpf_object)
-            .current_dir(util::root());
+        cmd.args([
+            "bench",
+            "-p",
+            "iot-inspector-lab",
+            "--bench",
+            "datapath",
+            "--",
+        ])
+        .args(args.filter.iter())
+        .env("IOT_INSPECTOR_BIN", &built.daemon)
+        .env("IOT_INSPECTOR_BPF", &built.bpf_object)
+        .current_dir(util::root());
         util::run(&mut cmd)?;
     }
     if want("packages") {
@@ -40,7 +47,11 @@ pub fn run(args: &Args) -> Result<()> {
                 format!(
                     " (goal ≤ {:.1} MB: {})",
                     package::AARCH64_SIZE_GOAL as f64 / 1e6,
-                    if size <= package::AARCH64_SIZE_GOAL { "met" } else { "NOT met" }
+                    if size <= package::AARCH64_SIZE_GOAL {
+                        "met"
+                    } else {
+                        "NOT met"
+                    }
                 )
             } else {
                 String::new()

@@ -89,7 +89,12 @@ pub fn run(args: &Args) -> Result<()> {
     // The internet: a DNS server and web servers under the names the
     // devices use.
     lab.start_dns(NAMES)?;
-    for ip in ["203.0.113.30", "203.0.113.40", "203.0.113.50", "203.0.113.60"] {
+    for ip in [
+        "203.0.113.30",
+        "203.0.113.40",
+        "203.0.113.50",
+        "203.0.113.60",
+    ] {
         lab.serve_web(ip)?;
     }
     for d in lab.devices.clone() {
@@ -116,18 +121,21 @@ pub fn run(args: &Args) -> Result<()> {
     while Instant::now() < until && !stop.load(Ordering::SeqCst) {
         // Each round: every device pings, one device moves some data.
         for d in lab.devices.clone() {
-            let target = if round % 2 == 0 { SERVER_V4 } else { SERVER_V6 };
+            let target = if round.is_multiple_of(2) {
+                SERVER_V4
+            } else {
+                SERVER_V6
+            };
             home::ping(&d, target, 1);
         }
         // Each device visits its services by name (DNS, then HTTPS or HTTP).
         for (dev, name, scheme) in VISITS {
             let d = lab.device(dev).clone();
-            let _ = d
-                .ns
-                .cmd("curl")
-                .args(["-sk", "-o", "/dev/null", "--max-time", "5"])
-                .arg(format!("{scheme}://{name}/big.bin"))
-                .status();
+            let _ =
+                d.ns.cmd("curl")
+                    .args(["-sk", "-o", "/dev/null", "--max-time", "5"])
+                    .arg(format!("{scheme}://{name}/big.bin"))
+                    .status();
         }
         let d = lab.devices[(round as usize) % lab.devices.len()].clone();
         if home::iperf_server(&mut lab, SERVER_V4, port).is_ok() {
@@ -196,13 +204,17 @@ fn forward_to_namespace(port: u16, ns: &str) -> Result<()> {
         for client in listener.incoming().flatten() {
             let ns_path = ns_path.clone();
             std::thread::spawn(move || {
-                let Ok(f) = std::fs::File::open(&ns_path) else { return };
+                let Ok(f) = std::fs::File::open(&ns_path) else {
+                    return;
+                };
                 use std::os::fd::AsRawFd;
                 // SAFETY: setns on this thread only, with a valid netns fd.
                 if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
                     return;
                 }
-                let Ok(upstream) = TcpStream::connect(("127.0.0.1", port)) else { return };
+                let Ok(upstream) = TcpStream::connect(("127.0.0.1", port)) else {
+                    return;
+                };
                 let (mut a, mut b) = (client.try_clone().unwrap(), upstream.try_clone().unwrap());
                 let t = std::thread::spawn(move || {
                     let _ = std::io::copy(&mut a, &mut b);

@@ -26,11 +26,9 @@ fn targets() -> Result<Vec<String>> {
         let line = line.trim();
         if line.starts_with('[') {
             in_bin = line == "[[bin]]";
-        } else if in_bin {
-            if let Some(v) = line.strip_prefix("name") {
-                let v = v.trim_start_matches([' ', '=']).trim().trim_matches('"');
-                out.push(v.to_string());
-            }
+        } else if in_bin && let Some(v) = line.strip_prefix("name") {
+            let v = v.trim_start_matches([' ', '=']).trim().trim_matches('"');
+            out.push(v.to_string());
         }
     }
     Ok(out)
@@ -58,6 +56,11 @@ pub fn run(args: &Args) -> Result<()> {
         )?;
         ran.push(t);
     }
-    println!("fuzzed {} targets for {} s each: {}", ran.len(), args.seconds, ran.join(", "));
+    println!(
+        "fuzzed {} targets for {} s each: {}",
+        ran.len(),
+        args.seconds,
+        ran.join(", ")
+    );
     Ok(())
 }

@@ -128,7 +128,11 @@ fn hostile_profile_is_bounded_and_counted() {
     let p = profile("hostile").unwrap();
     let packet = p.mdns_announcement(IP, None);
     // Long entries, but one frame: the profile is sent for real.
-    assert!(packet.len() > 1_000 && packet.len() < 1_400, "{}", packet.len());
+    assert!(
+        packet.len() > 1_000 && packet.len() < 1_400,
+        "{}",
+        packet.len()
+    );
     let (id, _) = run(&p);
     assert!(id.evidence.iter().all(|s| s.value.len() <= 300));
     let mut d = Dissector::new();

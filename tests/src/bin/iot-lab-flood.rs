@@ -38,7 +38,8 @@ fn main() {
             }
         }
         if round + 1 < rounds {
-            let wait = std::time::Duration::from_millis(interval_ms).saturating_sub(started.elapsed());
+            let wait =
+                std::time::Duration::from_millis(interval_ms).saturating_sub(started.elapsed());
             std::thread::sleep(wait);
         }
     }

@@ -348,7 +348,10 @@ fn export(body: &[u8], shared: &Shared, store: &Store) -> Answer {
         // The finest resolution that still holds the whole range.
         opts.tier = Tier::for_range(now.saturating_sub(since));
         let output = r.output.clone().unwrap_or_else(|| {
-            std::path::PathBuf::from(format!("/tmp/iot-inspector-export-{now}.{}", format.extension()))
+            std::path::PathBuf::from(format!(
+                "/tmp/iot-inspector-export-{now}.{}",
+                format.extension()
+            ))
         });
         let ids = shared.identities.read().unwrap().clone();
         let labels = shared.labels.read().unwrap().clone();
@@ -448,7 +451,12 @@ fn devices_with_labels(shared: &Shared, store: &Store) -> Vec<DeviceView> {
                 let n = crate::labels::normalise(label);
                 // Whom it talked to over the last day, from the minute rollups.
                 let windows = store
-                    .windows_covering(Tier::Minute, now.saturating_sub(86400), now + 1, Some(d.mac))
+                    .windows_covering(
+                        Tier::Minute,
+                        now.saturating_sub(86400),
+                        now + 1,
+                        Some(d.mac),
+                    )
                     .unwrap_or_default();
                 let parties =
                     crate::labels::parties_of(windows.iter().flat_map(|w| w.records.iter()));
@@ -494,10 +502,10 @@ fn devices(shared: &Shared) -> Vec<DeviceView> {
 /// Parses `since`/`until` as a duration back from now (`20m`) or Unix seconds.
 fn instant(v: Option<&String>, default: u64, now: u64) -> Result<u64> {
     let Some(v) = v else { return Ok(default) };
-    if let Ok(n) = v.parse::<u64>() {
-        if n > 1_000_000_000 {
-            return Ok(n);
-        }
+    if let Ok(n) = v.parse::<u64>()
+        && n > 1_000_000_000
+    {
+        return Ok(n);
     }
     let d = parse_duration(v).map_err(anyhow::Error::msg)?;
     Ok(now.saturating_sub(d.as_secs()))
@@ -527,7 +535,9 @@ fn flows(store: &Store, shared: &Shared, q: &HashMap<String, String>) -> Result<
     let since = instant(q.get("since"), now.saturating_sub(1200), now)?;
     let until = instant(q.get("until"), now + 1, now)?;
     let tier = Tier::for_range(now.saturating_sub(since));
-    let mut out: HashMap<(Mac, Option<IpAddr>, Option<IpAddr>, u8, u16), FlowView> = HashMap::new();
+    // (device, device address, remote address, protocol, remote port)
+    type Key = (Mac, Option<IpAddr>, Option<IpAddr>, u8, u16);
+    let mut out: HashMap<Key, FlowView> = HashMap::new();
     for w in store.windows_covering(tier, since, until, device)? {
         for r in &w.records {
             let v = out
@@ -581,7 +591,7 @@ fn flows(store: &Store, shared: &Shared, q: &HashMap<String, String>) -> Result<
             (None, None) => unexplained(),
         };
     }
-    v.sort_by(|a, b| (b.bytes_up + b.bytes_down).cmp(&(a.bytes_up + a.bytes_down)));
+    v.sort_by_key(|f| std::cmp::Reverse(f.bytes_up + f.bytes_down));
     Ok(v)
 }
 
@@ -696,10 +706,11 @@ pub fn parties(flows: &[FlowView]) -> PartiesView {
         });
         p.bytes_up += f.bytes_up;
         p.bytes_down += f.bytes_down;
-        if let Some(n) = &f.name {
-            if !p.names.contains(n) && p.names.len() < 20 {
-                p.names.push(n.clone());
-            }
+        if let Some(n) = &f.name
+            && !p.names.contains(n)
+            && p.names.len() < 20
+        {
+            p.names.push(n.clone());
         }
         if !p.devices.contains(&f.device) {
             p.devices.push(f.device);
@@ -709,7 +720,7 @@ pub fn parties(flows: &[FlowView]) -> PartiesView {
         c.1 += f.bytes_down;
     }
     let mut parties: Vec<PartyView> = by_party.into_values().collect();
-    parties.sort_by(|a, b| (b.bytes_up + b.bytes_down).cmp(&(a.bytes_up + a.bytes_down)));
+    parties.sort_by_key(|f| std::cmp::Reverse(f.bytes_up + f.bytes_down));
     let mut categories: Vec<CategoryView> = by_cat
         .into_iter()
         .map(|(c, (u, d))| CategoryView {
@@ -719,7 +730,7 @@ pub fn parties(flows: &[FlowView]) -> PartiesView {
             bytes_down: d,
         })
         .collect();
-    categories.sort_by(|a, b| (b.bytes_up + b.bytes_down).cmp(&(a.bytes_up + a.bytes_down)));
+    categories.sort_by_key(|f| std::cmp::Reverse(f.bytes_up + f.bytes_down));
     PartiesView {
         parties,
         categories,

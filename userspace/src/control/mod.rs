@@ -336,10 +336,10 @@ fn load_zone(path: &std::path::Path) -> LocalZone {
     if let Ok(z) = LocalZone::from_file(path) {
         return z;
     }
-    if let Ok(tz) = std::env::var("TZ") {
-        if let Ok(z) = LocalZone::from_posix(&tz) {
-            return z;
-        }
+    if let Ok(tz) = std::env::var("TZ")
+        && let Ok(z) = LocalZone::from_posix(&tz)
+    {
+        return z;
     }
     LocalZone::utc()
 }

@@ -259,10 +259,10 @@ fn attach_netlink(
     kind: TcAttachType,
 ) -> Result<Attachment> {
     // Replace our filter from an earlier run in place, if it is there.
-    if let Ok(old) = SchedClassifierLink::attached(port, kind, NL_PRIORITY, NL_HANDLE, None) {
-        if let Ok(id) = prog.attach_to_link(old) {
-            return Ok(Attachment::Netlink(prog.take_link(id)?));
-        }
+    if let Ok(old) = SchedClassifierLink::attached(port, kind, NL_PRIORITY, NL_HANDLE, None)
+        && let Ok(id) = prog.attach_to_link(old)
+    {
+        return Ok(Attachment::Netlink(prog.take_link(id)?));
     }
     let id = prog
         .attach_with_options(
