@@ -1,5 +1,5 @@
 //! Naming the other end in the simulated home: DNS answers (also cached
-//! before the flow), TLS SNI without any DNS, plain-HTTP Host, and two
+//! before the flow), TLS SNI without any DNS, QUIC SNI, plain-HTTP Host, and two
 //! devices that reach different names on the same address — each flow's
 //! bytes must carry the right name, and the names are explained calmly.
 //! Needs root; `cargo xtask test` builds everything first.
@@ -95,6 +95,16 @@ fn flows_carry_the_names_their_devices_used() -> Result<()> {
             "https://api.sonos.com/big.bin",
         ],
     )?;
+    // QUIC (a real client: quinn), no DNS: the Initial's SNI names it.
+    let quic = iot_inspector_lab::daemon_binary()
+        .parent()
+        .unwrap()
+        .join("iot-lab-quic");
+    let _ = tv
+        .ns
+        .cmd(quic.to_str().unwrap())
+        .args(["203.0.113.70:443", "www.youtube.com", "2"])
+        .output()?;
     // Plain HTTP Host only, no DNS.
     curl(
         &tv,
@@ -117,6 +127,7 @@ fn flows_carry_the_names_their_devices_used() -> Result<()> {
             (tv.mac.as_str(), "203.0.113.60", 80),
             "b.scorecardresearch.com",
         ),
+        ((tv.mac.as_str(), "203.0.113.70", 443), "www.youtube.com"),
     ]);
     let flows: Value = daemon.get(&format!("/v1/flows?since={since}"))?;
     let mut total = 0u64;
@@ -157,6 +168,7 @@ fn flows_carry_the_names_their_devices_used() -> Result<()> {
     assert_eq!(src((tv.mac.as_str(), "203.0.113.40", 80)), "dns");
     assert_eq!(src((speaker.mac.as_str(), "203.0.113.50", 443)), "tls_sni");
     assert_eq!(src((tv.mac.as_str(), "203.0.113.60", 80)), "http_host");
+    assert_eq!(src((tv.mac.as_str(), "203.0.113.70", 443)), "quic_sni");
 
     // Explained calmly.
     let exp = |k: (&str, &str, u64)| seen[&k]["explanation"].clone();

@@ -42,6 +42,11 @@ pub struct Settings {
     /// The per-installation salt that anonymises exports (kept on flash:
     /// the same MAC must hash the same after a reboot).
     pub salt_file: PathBuf,
+    /// Donation of the anonymised export (opt-in): the HTTPS endpoint,
+    /// how often, and where the record of what was sent is kept.
+    pub donate_url: Option<String>,
+    pub donate_interval_secs: u64,
+    pub donate_record: PathBuf,
     /// Tests only: rules read "now" (unix seconds) from this file instead of
     /// the system clock, so schedules can be stepped through.
     pub clock_file: Option<PathBuf>,
@@ -64,6 +69,9 @@ impl Default for Settings {
             log_level: "info".into(),
             clock_file: None,
             salt_file: DEFAULT_SALT.into(),
+            donate_url: None,
+            donate_interval_secs: 86400,
+            donate_record: "/etc/iot-inspector.donations".into(),
         }
     }
 }
@@ -129,6 +137,24 @@ impl Settings {
         }
         if let Some(v) = main.get("salt_file") {
             s.salt_file = abs_path(n, "salt_file", v)?;
+        }
+        if let Some(v) = main.get("donate_url") {
+            if !v.is_empty() {
+                if !v.starts_with("https://") {
+                    return Err(bad(n, "donate_url", v, "must be an https:// address"));
+                }
+                s.donate_url = Some(v.to_string());
+            }
+        }
+        if let Some(v) = main.get("donate_interval") {
+            let secs = secs_of(n, "donate_interval", v)?;
+            if secs < 3600 {
+                return Err(bad(n, "donate_interval", v, "must be at least 1h"));
+            }
+            s.donate_interval_secs = secs;
+        }
+        if let Some(v) = main.get("donate_record") {
+            s.donate_record = abs_path(n, "donate_record", v)?;
         }
         if let Some(v) = main.get("pin_dir") {
             s.pin_dir = abs_path(n, "pin_dir", v)?;

@@ -87,6 +87,12 @@ enum Command {
         #[arg(long)]
         include_names: bool,
     },
+    /// Ask the donation endpoint to delete everything this router sent.
+    ForgetDonations {
+        /// UCI configuration file (for `donate_url`, `salt_file`, `donate_record`).
+        #[arg(long, default_value = config::DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
     /// rpcd exec-plugin protocol (run by /usr/libexec/rpcd/iot-inspector).
     #[command(hide = true)]
     Rpcd {
@@ -267,6 +273,22 @@ fn real_main() -> Result<()> {
                 v["summary"]["devices"],
                 v["summary"]["rows"]
             );
+            Ok(())
+        }
+        Command::ForgetDonations { config } => {
+            let s = Settings::load(&config)?;
+            let url = s.donate_url.ok_or_else(|| {
+                anyhow::anyhow!("no donate_url in {}: nothing was donated", config.display())
+            })?;
+            let salt = iot_inspector::export::salt(&s.salt_file)?;
+            let id = iot_inspector::export::installation_id(&salt);
+            let r = iot_inspector::export::request_deletion(
+                &url,
+                &id,
+                &s.donate_record,
+                &iot_inspector::export::DonateOptions::default(),
+            )?;
+            println!("asked {url} to delete installation {id}: {}", r.outcome);
             Ok(())
         }
         Command::Rpcd { args } => iot_inspector::rpcd::run(&args, &cli.socket),
