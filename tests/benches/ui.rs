@@ -185,6 +185,9 @@ impl Browser {
     }
 }
 
+/// One view's loads: name, cold load, timed loads, median load-event end (ms).
+type Measured = (String, f64, Vec<f64>, f64);
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
@@ -276,31 +279,41 @@ fn main() -> Result<()> {
 
     let gw = lab.gw.clone();
     let profile = lab.dir.join("chromium-profile-bench");
-    let measured = in_netns(
-        &gw.clone(),
-        async || -> Result<Vec<(String, f64, Vec<f64>, f64)>> {
-            let b = Browser::start(&gw, DRIVER_PORT, profile).await?;
-            let result = async {
-                let mut rows = Vec::new();
-                for (name, url, ready) in &views {
-                    // The first load of each view (cold caches, first API reads).
-                    let (cold, _) = b.timed_load(url, ready).await?;
-                    let mut times = Vec::new();
-                    let mut load_events = Vec::new();
-                    for _ in 0..LOADS {
-                        let (t, le) = b.timed_load(url, ready).await?;
-                        times.push(t);
-                        load_events.push(le);
-                    }
-                    rows.push((name.to_string(), cold, times, median(load_events)));
-                }
-                Ok::<_, anyhow::Error>(rows)
+    let log = daemon.log.clone();
+    let measured = in_netns(&gw.clone(), async || -> Result<Vec<Measured>> {
+        // The dashboard listens once the daemon's tasks run.
+        let until = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(DASHBOARD).is_err() {
+            if Instant::now() > until {
+                bail!(
+                    "nothing listens on {DASHBOARD} in gw (is {} a daemon built with the dashboard?); its log:\n{}",
+                    iot_inspector_lab::daemon_binary().display(),
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
             }
-            .await;
-            b.close().await;
-            result
-        },
-    )?;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let b = Browser::start(&gw, DRIVER_PORT, profile).await?;
+        let result = async {
+            let mut rows = Vec::new();
+            for (name, url, ready) in &views {
+                // The first load of each view (cold caches, first API reads).
+                let (cold, _) = b.timed_load(url, ready).await?;
+                let mut times = Vec::new();
+                let mut load_events = Vec::new();
+                for _ in 0..LOADS {
+                    let (t, le) = b.timed_load(url, ready).await?;
+                    times.push(t);
+                    load_events.push(le);
+                }
+                rows.push((name.to_string(), cold, times, median(load_events)));
+            }
+            Ok::<_, anyhow::Error>(rows)
+        }
+        .await;
+        b.close().await;
+        result
+    })?;
     drop(daemon);
 
     let base_ms = median(measured[0].2.clone());

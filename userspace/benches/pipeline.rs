@@ -613,7 +613,7 @@ fn name_mac(d: usize) -> Mac {
 /// Remote address `i` of a device: half IPv4 (203.0.113.0/24,
 /// 198.51.100.0/24), half IPv6 (2001:db8::/32).
 fn name_remote(i: usize) -> IpAddr {
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         let j = i / 2;
         let net = if j < 100 {
             [203, 0, 113]
@@ -988,7 +988,7 @@ fn view_mac(d: usize) -> Mac {
 }
 
 fn view_record(d: usize, r: usize, scale: u64) -> FlowRecord {
-    let remote = if r % 2 == 0 {
+    let remote = if r.is_multiple_of(2) {
         IpAddr::V4(Ipv4Addr::new(203, 0, 113, (r % 250) as u8 + 1))
     } else {
         IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0xee, 0, 0, 0, 0, r as u16))
@@ -996,8 +996,8 @@ fn view_record(d: usize, r: usize, scale: u64) -> FlowRecord {
     FlowRecord {
         device_ip: Some(IpAddr::V4(Ipv4Addr::new(192, 0, 2, d as u8 + 10))),
         remote_ip: Some(remote),
-        proto: if r % 5 == 0 { 17 } else { 6 },
-        remote_port: if r % 5 == 0 { 123 } else { 443 },
+        proto: if r.is_multiple_of(5) { 17 } else { 6 },
+        remote_port: if r.is_multiple_of(5) { 123 } else { 443 },
         bytes_up: 200 * scale + (r as u64) * 7,
         bytes_down: 1500 * scale + (d as u64) * 11,
         packets_up: 2 * scale,
