@@ -16,13 +16,11 @@
 
 use std::net::TcpStream;
 use std::path::PathBuf;
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
-use fantoccini::{Client, ClientBuilder};
+use anyhow::{Result, bail};
 use iot_inspector_lab::home;
-use iot_inspector_lab::{DeviceSpec, Lab, Netns, SERVER_V4, SERVER2_V4, now_unix};
+use iot_inspector_lab::{DeviceSpec, Lab, SERVER_V4, SERVER2_V4, now_unix};
 use serde_json::{Value, json};
 
 const DASHBOARD: &str = "127.0.0.1:8095";
@@ -52,138 +50,9 @@ const DEVICES: [DeviceSpec; 3] = [
     },
 ];
 
-/// Runs `f` on a thread inside the namespace `ns`, on its own tokio runtime.
-fn in_netns<T: Send>(ns: &Netns, f: impl AsyncFnOnce() -> Result<T> + Send) -> Result<T> {
-    let path = format!("/var/run/netns/{}", ns.name);
-    std::thread::scope(|s| {
-        s.spawn(move || {
-            let file = std::fs::File::open(&path).with_context(|| format!("opening {path}"))?;
-            use std::os::fd::AsRawFd;
-            // SAFETY: setns(2) on an fd we own; it moves only this thread.
-            if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                bail!("setns {path}: {}", std::io::Error::last_os_error());
-            }
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            rt.block_on(f())
-        })
-        .join()
-        .unwrap_or_else(|p| std::panic::resume_unwind(p))
-    })
-}
-
-/// chromedriver and one Chromium session, in the calling thread's namespace.
-struct Browser {
-    client: Client,
-    driver: Child,
-}
-
-impl Browser {
-    async fn start(ns: &Netns, port: u16, profile: PathBuf) -> Result<Browser> {
-        for tool in ["/usr/bin/chromium", "/usr/bin/chromedriver"] {
-            if !std::path::Path::new(tool).exists() {
-                bail!(
-                    "{tool} is missing: install the Debian packages chromium and chromium-driver"
-                );
-            }
-        }
-        let mut driver = ns
-            .cmd("chromedriver")
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting chromedriver")?;
-        let until = Instant::now() + Duration::from_secs(15);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if Instant::now() > until {
-                let _ = driver.kill();
-                let _ = driver.wait();
-                bail!("chromedriver did not listen on 127.0.0.1:{port}");
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = std::fs::remove_dir_all(&profile);
-        std::fs::create_dir_all(&profile)?;
-        let mut caps = serde_json::Map::new();
-        caps.insert(
-            "goog:chromeOptions".into(),
-            json!({
-                "binary": "/usr/bin/chromium",
-                "args": [
-                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                    "--no-first-run", "--disable-background-networking",
-                    "--disable-component-update", "--disable-sync",
-                    "--disable-dev-shm-usage", "--hide-scrollbars",
-                    "--window-size=1280,1000",
-                    format!("--user-data-dir={}", profile.display()),
-                ],
-            }),
-        );
-        let client =
-            match ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-                .capabilities(caps)
-                .connect(&format!("http://127.0.0.1:{port}"))
-                .await
-            {
-                Ok(c) => c,
-                Err(e) => {
-                    let _ = driver.kill();
-                    let _ = driver.wait();
-                    return Err(e).context("opening a Chromium session");
-                }
-            };
-        Ok(Browser { client, driver })
-    }
-
-    async fn close(mut self) {
-        let _ = self.client.clone().close().await;
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
-    }
-
-    /// Navigates to `url` from a blank page (a full document load, not a
-    /// hash change) and returns the in-page time (ms since navigation
-    /// start) when `ready` (a JS expression) first held, and the
-    /// navigation timing's load event end.
-    async fn timed_load(&self, url: &str, ready: &str) -> Result<(f64, f64)> {
-        self.client.goto("about:blank").await?;
-        self.client.goto(url).await?;
-        let script = format!(
-            "const done = arguments[arguments.length - 1];
-             const deadline = performance.now() + 10000;
-             function check() {{
-                 let ok = false;
-                 try {{ ok = !!({ready}); }} catch (e) {{ ok = false; }}
-                 if (ok) {{
-                     const nav = performance.getEntriesByType('navigation')[0];
-                     done([performance.now(), nav ? nav.loadEventEnd : -1]);
-                 }} else if (performance.now() > deadline) {{
-                     done(null);
-                 }} else {{
-                     requestAnimationFrame(check);
-                 }}
-             }}
-             check();"
-        );
-        let v = self.client.execute_async(&script, vec![]).await?;
-        let Some(a) = v.as_array() else {
-            let body = self
-                .client
-                .execute(
-                    "return document.body ? document.body.innerText.slice(0, 800) : ''",
-                    vec![],
-                )
-                .await?;
-            bail!("{url}: the view's data never rendered ({ready}); page: {body}");
-        };
-        Ok((
-            a[0].as_f64().unwrap_or(f64::NAN),
-            a[1].as_f64().unwrap_or(f64::NAN),
-        ))
-    }
-}
+#[path = "../support/browser.rs"]
+mod support;
+use support::{Browser, in_netns};
 
 /// One view's loads: name, cold load, timed loads, median load-event end (ms).
 type Measured = (String, f64, Vec<f64>, f64);

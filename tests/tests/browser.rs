@@ -11,15 +11,13 @@
 //! `chromium-driver`), and the daemon with the dashboard hook (`cargo
 //! xtask test` builds it).
 
-use std::net::TcpStream;
-use std::path::PathBuf;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::Locator;
 use iot_inspector_lab::home;
-use iot_inspector_lab::{Daemon, DeviceSpec, Lab, Netns, SERVER_V4, SERVER2_V4, now_unix};
+use iot_inspector_lab::{Daemon, DeviceSpec, Lab, SERVER_V4, SERVER2_V4, now_unix};
 use serde_json::{Value, json};
 
 const CAM: DeviceSpec = DeviceSpec {
@@ -44,186 +42,9 @@ const PLUG: DeviceSpec = DeviceSpec {
 /// What a hostile device calls itself.
 const XSS_NAME: &str = "<img src=x onerror=alert(1)>";
 
-fn screenshots() -> PathBuf {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap();
-    let dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"))
-        .join("screenshots");
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// Runs `f` on a thread inside the namespace `ns`, on its own tokio runtime.
-fn in_netns<T: Send>(ns: &Netns, f: impl AsyncFnOnce() -> Result<T> + Send) -> Result<T> {
-    let path = format!("/var/run/netns/{}", ns.name);
-    std::thread::scope(|s| {
-        s.spawn(move || {
-            let file = std::fs::File::open(&path).with_context(|| format!("opening {path}"))?;
-            use std::os::fd::AsRawFd;
-            // SAFETY: setns(2) on an fd we own; it moves only this thread.
-            if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                bail!("setns {path}: {}", std::io::Error::last_os_error());
-            }
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            rt.block_on(f())
-        })
-        .join()
-        .unwrap_or_else(|p| std::panic::resume_unwind(p))
-    })
-}
-
-/// chromedriver and a Chromium session (both in the calling thread's namespace).
-struct Browser {
-    client: Client,
-    driver: Child,
-    _profile: PathBuf,
-}
-
-impl Browser {
-    async fn start(ns: &Netns, port: u16, profile: PathBuf) -> Result<Browser> {
-        for tool in ["/usr/bin/chromium", "/usr/bin/chromedriver"] {
-            if !std::path::Path::new(tool).exists() {
-                bail!(
-                    "{tool} is missing: install the Debian packages chromium and chromium-driver (cargo xtask setup)"
-                );
-            }
-        }
-        let driver = ns
-            .cmd("chromedriver")
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting chromedriver")?;
-        let until = Instant::now() + Duration::from_secs(15);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if Instant::now() > until {
-                bail!("chromedriver did not listen on 127.0.0.1:{port}");
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = std::fs::remove_dir_all(&profile);
-        std::fs::create_dir_all(&profile)?;
-        let mut caps = serde_json::Map::new();
-        caps.insert(
-            "goog:chromeOptions".into(),
-            json!({
-                "binary": "/usr/bin/chromium",
-                "args": [
-                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                    "--no-first-run", "--disable-background-networking",
-                    "--disable-component-update", "--disable-sync",
-                    "--disable-dev-shm-usage", "--hide-scrollbars",
-                    "--window-size=1280,1000",
-                    format!("--user-data-dir={}", profile.display()),
-                ],
-            }),
-        );
-        let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-            .capabilities(caps)
-            .connect(&format!("http://127.0.0.1:{port}"))
-            .await
-            .context("opening a Chromium session")?;
-        Ok(Browser {
-            client,
-            driver,
-            _profile: profile,
-        })
-    }
-
-    async fn close(mut self) {
-        let _ = self.client.clone().close().await;
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
-    }
-
-    async fn js(&self, script: &str, args: Vec<Value>) -> Result<Value> {
-        Ok(self.client.execute(script, args).await?)
-    }
-
-    /// The textContent of every element matching `css`.
-    async fn texts(&self, css: &str) -> Result<Vec<String>> {
-        let v = self
-            .js(
-                "return Array.from(document.querySelectorAll(arguments[0])).map(e => e.textContent)",
-                vec![json!(css)],
-            )
-            .await?;
-        Ok(serde_json::from_value(v)?)
-    }
-
-    /// Waits until `css` matches something whose text satisfies `ok`.
-    async fn wait_text(
-        &self,
-        css: &str,
-        within: Duration,
-        ok: impl Fn(&str) -> bool,
-    ) -> Result<String> {
-        let until = Instant::now() + within;
-        loop {
-            if let Some(t) = self.texts(css).await?.into_iter().find(|t| ok(t)) {
-                return Ok(t);
-            }
-            if Instant::now() > until {
-                bail!(
-                    "nothing matching {css} with the expected text; found {:?}; page: {}",
-                    self.texts(css).await?,
-                    self.texts("body")
-                        .await?
-                        .join("")
-                        .chars()
-                        .take(1500)
-                        .collect::<String>()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-
-    async fn click(&self, css: &str) -> Result<()> {
-        let e = self
-            .client
-            .wait()
-            .at_most(Duration::from_secs(10))
-            .for_element(Locator::Css(css))
-            .await
-            .with_context(|| format!("waiting for {css}"))?;
-        e.click().await.with_context(|| format!("clicking {css}"))?;
-        Ok(())
-    }
-
-    /// Saves a PNG of the page under target/screenshots.
-    async fn screenshot(&self, name: &str) -> Result<()> {
-        // Let the last fetches land and the layout settle.
-        tokio::time::sleep(Duration::from_millis(400)).await;
-        let png = self.client.screenshot().await?;
-        std::fs::write(screenshots().join(format!("{name}.png")), png)?;
-        Ok(())
-    }
-
-    /// Fails if a JavaScript dialog is open (an injected `alert` ran), and
-    /// if the page holds an element a device name could have injected.
-    async fn assert_no_script_ran(&self, at: &str) -> Result<()> {
-        if let Ok(text) = self.client.get_alert_text().await {
-            bail!("{at}: a dialog opened: {text:?}");
-        }
-        let injected = self
-            .js(
-                "return document.querySelectorAll('main img, main [onerror]').length",
-                vec![],
-            )
-            .await?;
-        if injected != json!(0) {
-            bail!("{at}: the page holds injected elements");
-        }
-        Ok(())
-    }
-}
+#[path = "../support/browser.rs"]
+mod support;
+use support::{Browser, in_netns};
 
 fn write_config(lab: &Lab, extra: &str) -> Result<()> {
     std::fs::write(

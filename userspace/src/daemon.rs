@@ -220,6 +220,9 @@ async fn run_async(opts: RunOptions) -> Result<()> {
         started: unix_secs(),
     };
     d.load_rules();
+    // What the database knows is shown at once, not after the first window.
+    d.identify();
+    *d.shared.devices.write().unwrap() = d.inventory.list();
     d.sync_ports();
     let samples_fd = match d.datapath.samples_fd() {
         // SAFETY: the fd belongs to the ring buffer owned by `d.datapath`,

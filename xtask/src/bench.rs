@@ -48,7 +48,11 @@ pub fn run(args: &Args) -> Result<()> {
         util::run(&mut cmd)?;
     }
     for (bench, package, names) in [
-        ("pipeline", "iot-inspector", &["pipeline", "dissect", "names", "rules", "device_view"][..]),
+        (
+            "pipeline",
+            "iot-inspector",
+            &["pipeline", "dissect", "names", "rules", "device_view"][..],
+        ),
         ("export", "iot-inspector", &["export"][..]),
         ("ui", "iot-inspector-lab", &["ui"][..]),
     ] {
@@ -68,12 +72,12 @@ pub fn run(args: &Args) -> Result<()> {
         }
         util::run(&mut cmd)?;
     }
-    if want("idle") || want("packages") {
-        idle_rss(&built)?;
-    }
     if want("packages") {
         package::run(&package::Args {
-            targets: vec!["aarch64-unknown-linux-musl".into()],
+            targets: vec![
+                "aarch64-unknown-linux-musl".into(),
+                "x86_64-unknown-linux-musl".into(),
+            ],
         })?;
         println!("\npackage sizes:");
         for (name, size) in package::sizes()? {
@@ -93,19 +97,36 @@ pub fn run(args: &Args) -> Result<()> {
             println!("  {name:<60} {:>8.2} MB{goal}", size as f64 / 1e6);
         }
     }
+    if want("idle") || want("packages") {
+        // The shipped build (static musl, router profile) where it was
+        // just packaged, else the host build.
+        let shipped = build::target_dir().join("x86_64-unknown-linux-musl/router/iot-inspector");
+        let daemon = if shipped.exists() {
+            shipped
+        } else {
+            built.daemon.clone()
+        };
+        idle_rss(&daemon, &built.bpf_object)?;
+    }
     Ok(())
 }
 
 /// The daemon's resident memory 10 s after start on an idle network (one
 /// quiet device), against the same measure of a process that only sleeps.
-fn idle_rss(built: &build::Built) -> Result<()> {
+fn idle_rss(daemon: &std::path::Path, bpf_object: &std::path::Path) -> Result<()> {
     use iot_inspector_lab::{DeviceSpec, Lab};
+    println!("\nidle RSS of {}", daemon.display());
     // SAFETY: set before threads that read the environment start.
     unsafe {
-        std::env::set_var("IOT_INSPECTOR_BIN", &built.daemon);
-        std::env::set_var("IOT_INSPECTOR_BPF", &built.bpf_object);
+        std::env::set_var("IOT_INSPECTOR_BIN", daemon);
+        std::env::set_var("IOT_INSPECTOR_BPF", bpf_object);
     }
-    let mut lab = Lab::new(&[DeviceSpec { name: "cam", mac: "2c:aa:8e:10:00:01", host: 10, vlan: None }])?;
+    let mut lab = Lab::new(&[DeviceSpec {
+        name: "cam",
+        mac: "2c:aa:8e:10:00:01",
+        host: 10,
+        vlan: None,
+    }])?;
     std::fs::write(
         lab.dir.join("config"),
         "config iot-inspector 'main'\n\tlist lan 'br-lan'\n\toption window '5'\n",
@@ -132,7 +153,11 @@ fn idle_rss(built: &build::Built) -> Result<()> {
     println!(
         "\nidle daemon RSS after 10 s: {:.1} MB (goal ≤ 10 MB: {}); a sleeping process: {:.1} MB",
         daemon_kib as f64 / 1024.0,
-        if daemon_kib <= 10 * 1024 { "met" } else { "NOT met" },
+        if daemon_kib <= 10 * 1024 {
+            "met"
+        } else {
+            "NOT met"
+        },
         base_kib as f64 / 1024.0
     );
     let out = util::root().join("target/bench");
