@@ -256,10 +256,37 @@ impl Accountant {
         (changed, std::mem::take(&mut self.dropped))
     }
 
+    /// Every cursor, as fixed-width records (key then cursor), to be stored
+    /// with the window it belongs to. One value per window is much cheaper
+    /// for the store than one insert per active flow.
+    pub fn snapshot(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.entries.len() * SNAPSHOT_RECORD);
+        for (k, e) in &self.entries {
+            out.extend_from_slice(&key_bytes(k));
+            out.extend_from_slice(&e.cursor.to_bytes());
+        }
+        out
+    }
+
     /// Approximate heap use, for the status page and the benchmark.
     pub fn approx_memory_bytes(&self) -> usize {
         self.entries.capacity() * (size_of::<FlowKey>() + size_of::<Entry>() + 8)
     }
+}
+
+/// Bytes of one record of [`Accountant::snapshot`].
+pub const SNAPSHOT_RECORD: usize = FlowKey::SIZE + 48;
+
+/// Reads an [`Accountant::snapshot`] back.
+pub fn parse_snapshot(b: &[u8]) -> Vec<(FlowKey, Cursor)> {
+    b.chunks_exact(SNAPSHOT_RECORD)
+        .filter_map(|r| {
+            Some((
+                key_from_bytes(&r[..FlowKey::SIZE])?,
+                Cursor::from_bytes(&r[FlowKey::SIZE..])?,
+            ))
+        })
+        .collect()
 }
 
 fn diff(key: FlowKey, r: &FlowReading, prev: &Cursor) -> FlowDelta {
@@ -346,11 +373,9 @@ mod tests {
         assert!(dropped.is_empty());
         // A new process restores the cursors and reads the same, grown, map.
         let mut b = Accountant::new();
-        b.restore(
-            changed
-                .iter()
-                .map(|(k, c)| (*k, Cursor::from_bytes(&c.to_bytes()).unwrap())),
-        );
+        let restored = parse_snapshot(&a.snapshot());
+        assert_eq!(restored.len(), changed.len());
+        b.restore(restored);
         b.begin_round();
         let d = b.observe(key(1), reading(1100, 2500, 1, 9)).unwrap();
         assert_eq!((d.bytes_up, d.bytes_down), (100, 500));

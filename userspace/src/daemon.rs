@@ -456,14 +456,15 @@ impl Daemon {
             .write()
             .unwrap()
             .expire(crate::time::unix_ns());
-        let (cursors_changed, cursors_dropped) = self.accountant.take_changes();
+        let cursors = Some(self.accountant.snapshot());
+        // The snapshot holds everything; drop the change tracking.
+        let _ = self.accountant.take_changes();
         let commit = WindowCommit {
             start,
             secs,
             per_device,
             devices: self.inventory.take_dirty(),
-            cursors_changed,
-            cursors_dropped,
+            cursors,
         };
         self.store
             .commit_window(&commit, self.settings.retention)

@@ -8,7 +8,7 @@
 //! |---|---|---|
 //! | `windows_5s`, `windows_1m`, `windows_1h` | (start unix s, device MAC) | rmp-serde `Vec<FlowRecord>` |
 //! | `devices` | device MAC | rmp-serde [`DeviceRecord`] |
-//! | `cursors` | `FlowKey` bytes | [`Cursor`] bytes |
+//! | `blobs` | name | small state: the accounting cursors of the last window, rule states, evidence |
 //! | `meta` | name | u64 |
 //!
 //! A window and the cursors that produced it are committed in one
@@ -24,7 +24,7 @@ use iot_inspector_common::FlowKey;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-use crate::accounting::{Cursor, key_bytes, key_from_bytes};
+use crate::accounting::Cursor;
 use crate::dissect::Mac;
 
 type WindowTable = TableDefinition<'static, (u64, [u8; 6]), &'static [u8]>;
@@ -33,10 +33,10 @@ const RAW: WindowTable = TableDefinition::new("windows_5s");
 const MINUTE: WindowTable = TableDefinition::new("windows_1m");
 const HOUR: WindowTable = TableDefinition::new("windows_1h");
 const DEVICES: TableDefinition<[u8; 6], &[u8]> = TableDefinition::new("devices");
-const CURSORS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("cursors");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const BLOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("blobs");
 
+const CURSOR_BLOB: &str = "cursors";
 const META_ROLLED_MINUTE: &str = "rolled_minute";
 const META_ROLLED_HOUR: &str = "rolled_hour";
 const META_LAST_WINDOW: &str = "last_window_end";
@@ -192,8 +192,8 @@ pub struct WindowCommit {
     pub secs: u64,
     pub per_device: BTreeMap<Mac, Vec<FlowRecord>>,
     pub devices: Vec<DeviceRecord>,
-    pub cursors_changed: Vec<(FlowKey, Cursor)>,
-    pub cursors_dropped: Vec<FlowKey>,
+    /// [`crate::accounting::Accountant::snapshot`] after this window.
+    pub cursors: Option<Vec<u8>>,
 }
 
 /// How long each tier is kept.
@@ -235,7 +235,6 @@ impl Store {
             tx.open_table(MINUTE)?;
             tx.open_table(HOUR)?;
             tx.open_table(DEVICES)?;
-            tx.open_table(CURSORS)?;
             tx.open_table(META)?;
             tx.open_table(BLOBS)?;
         }
@@ -245,16 +244,10 @@ impl Store {
 
     /// Cursors persisted by the last committed window.
     pub fn cursors(&self) -> Result<Vec<(FlowKey, Cursor)>> {
-        let tx = self.db.begin_read()?;
-        let t = tx.open_table(CURSORS)?;
-        let mut out = Vec::new();
-        for item in t.iter()? {
-            let (k, v) = item?;
-            if let (Some(k), Some(c)) = (key_from_bytes(k.value()), Cursor::from_bytes(v.value())) {
-                out.push((k, c));
-            }
-        }
-        Ok(out)
+        Ok(self
+            .blob(CURSOR_BLOB)?
+            .map(|b| crate::accounting::parse_snapshot(&b))
+            .unwrap_or_default())
     }
 
     /// Small state kept across restarts (rule states, name bindings),
@@ -276,8 +269,7 @@ impl Store {
     /// Forgets every cursor (the kernel maps they described are gone).
     pub fn clear_cursors(&self) -> Result<()> {
         let tx = self.db.begin_write()?;
-        tx.delete_table(CURSORS)?;
-        tx.open_table(CURSORS)?;
+        tx.open_table(BLOBS)?.remove(CURSOR_BLOB)?;
         tx.commit()?;
         Ok(())
     }
@@ -315,12 +307,8 @@ impl Store {
             for d in &w.devices {
                 devices.insert(d.mac.0, rmp_serde::to_vec(d)?.as_slice())?;
             }
-            let mut cursors = tx.open_table(CURSORS)?;
-            for (k, c) in &w.cursors_changed {
-                cursors.insert(key_bytes(k).as_slice(), c.to_bytes().as_slice())?;
-            }
-            for k in &w.cursors_dropped {
-                cursors.remove(key_bytes(k).as_slice())?;
+            if let Some(c) = &w.cursors {
+                tx.open_table(BLOBS)?.insert(CURSOR_BLOB, c.as_slice())?;
             }
             let mut meta = tx.open_table(META)?;
             let end = w.start + w.secs;

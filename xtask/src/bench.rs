@@ -65,11 +65,10 @@ pub fn run(args: &Args) -> Result<()> {
             .env("IOT_INSPECTOR_BPF", &built.bpf_object)
             .current_dir(util::root());
         // The pipeline bench takes its own part names as a filter.
-        if let Some(f) = args.filter.as_deref() {
-            if bench == "pipeline" && f != "pipeline" {
+        if let Some(f) = args.filter.as_deref()
+            && bench == "pipeline" && f != "pipeline" {
                 cmd.args(["--", f]);
             }
-        }
         util::run(&mut cmd)?;
     }
     if want("packages") {
