@@ -139,12 +139,13 @@ impl Settings {
             s.salt_file = abs_path(n, "salt_file", v)?;
         }
         if let Some(v) = main.get("donate_url")
-            && !v.is_empty() {
-                if !v.starts_with("https://") {
-                    return Err(bad(n, "donate_url", v, "must be an https:// address"));
-                }
-                s.donate_url = Some(v.to_string());
+            && !v.is_empty()
+        {
+            if !v.starts_with("https://") {
+                return Err(bad(n, "donate_url", v, "must be an https:// address"));
             }
+            s.donate_url = Some(v.to_string());
+        }
         if let Some(v) = main.get("donate_interval") {
             let secs = secs_of(n, "donate_interval", v)?;
             if secs < 3600 {

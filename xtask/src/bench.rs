@@ -66,9 +66,11 @@ pub fn run(args: &Args) -> Result<()> {
             .current_dir(util::root());
         // The pipeline bench takes its own part names as a filter.
         if let Some(f) = args.filter.as_deref()
-            && bench == "pipeline" && f != "pipeline" {
-                cmd.args(["--", f]);
-            }
+            && bench == "pipeline"
+            && f != "pipeline"
+        {
+            cmd.args(["--", f]);
+        }
         util::run(&mut cmd)?;
     }
     if want("packages") {
