@@ -100,6 +100,12 @@ fn window_text(w: &Value) -> String {
     )
 }
 
+/// The schedule's day in the test: three days from now (UTC).
+fn sched_day() -> &'static str {
+    const DAYS: [&str; 7] = ["thu", "fri", "sat", "sun", "mon", "tue", "wed"];
+    DAYS[((now_unix() / 86400 + 3) % 7) as usize]
+}
+
 /// Real traffic with names: DNS answers from wan's dnsmasq, then bulk
 /// exchanges, so the charts have organisations to colour.
 fn make_traffic(lab: &mut Lab) -> Result<()> {
@@ -118,6 +124,9 @@ fn make_traffic(lab: &mut Lab) -> Result<()> {
     }
     let plug = lab.device("plug").clone();
     home::ping(&plug, SERVER_V4, 5);
+    // The plug also names itself with markup (mDNS instance, SSDP SERVER),
+    // the way a hostile device would.
+    lab.announce(&plug, "hostile", 60)?;
     // Steady background traffic for the live charts while the test runs.
     for (dev, server, port, rate) in [
         ("cam", SERVER_V4, 5311u16, "400k"),
@@ -250,6 +259,19 @@ fn every_view_shows_real_data_and_changes_take_effect() -> Result<()> {
             "{talks}"
         );
         b.assert_no_script_ran("devices").await?;
+        // The name the plug gave itself, on its own page: literal text.
+        b.client.goto(&format!("{base}/#/device/{plug}")).await?;
+        b.wait_text(".self-names", Duration::from_secs(15), |t| {
+            t.contains(XSS_NAME)
+        })
+        .await
+        .context("the device's own (hostile) name is not shown literally")?;
+        b.assert_no_script_ran("device named by itself").await?;
+        b.client.goto(&format!("{base}/#/devices")).await?;
+        b.wait_text(".device-row .device-name", Duration::from_secs(10), |t| {
+            t == XSS_NAME
+        })
+        .await?;
         // Filter and sort.
         b.client
             .find(Locator::Css("input.filter"))
@@ -349,10 +371,15 @@ fn every_view_shows_real_data_and_changes_take_effect() -> Result<()> {
             .with_context(|| format!("range {range}"))?;
         }
 
-        // A schedule edited in the page.
+        // A schedule edited in the page, on a day that is neither today
+        // nor yesterday (router time is UTC here), so it is in force but
+        // does not block during the rest of the test.
         b.click(".add-window").await?;
         b.js(
-            "const r = document.querySelector('.sched-row'); r.querySelector('.sched-days').value = 'mon-fri';",
+            &format!(
+                "const r = document.querySelector('.sched-row'); r.querySelector('.sched-days').value = '{}';",
+                sched_day()
+            ),
             vec![],
         )
         .await?;
@@ -388,10 +415,8 @@ fn every_view_shows_real_data_and_changes_take_effect() -> Result<()> {
             rs.iter().any(|r| {
                 r["device"] == cam.as_str()
                     && r["schedule"].as_array().is_some_and(|s| {
-                        s.iter().any(|w| {
-                            window_text(w) == "mon,tue,wed,thu,fri 21:30-06:45"
-                                || window_text(w) == "mon-fri 21:30-06:45"
-                        })
+                        s.iter()
+                            .any(|w| window_text(w) == format!("{} 21:30-06:45", sched_day()))
                     })
             })
         })

@@ -129,10 +129,11 @@
 		return id.vendor || null;
 	}
 
-	/** The name people see: their label, else what identification says. */
+	/** The name people see: their label, else what identification says,
+	 * else the name the device gave itself (as received: set as text only). */
 	function deviceName(d) {
 		if (!d) return 'Unknown device';
-		return d.label || identityName(d) || ('Device ' + d.mac);
+		return d.label || identityName(d) || (d.names && d.names.length ? d.names[0] : null) || ('Device ' + d.mac);
 	}
 
 	function confidenceText(c) {
@@ -787,6 +788,8 @@
 				} }, d.label ? 'Rename' : 'Name this device');
 				facts.appendChild(lab);
 				clear(evidence);
+				if (d.names && d.names.length)
+					evidence.appendChild(h('p', { class: 'self-names' }, 'It calls itself: ', h('span', { class: 'mono' }, d.names.join(' · '))));
 				var ev = id.evidence || [];
 				evidence.appendChild(ev.length
 					? table(['Seen', 'Value', 'Suggests', 'Weight'], ev.map(function (e) {
