@@ -235,6 +235,25 @@ fn every_device_is_identified_with_evidence_live_and_from_a_capture() -> Result<
         w.contains("Belkin") || w.contains("wemo"),
         "the warning does not name the evidence: {w}"
     );
+    // The owner keeps the label anyway: the warning is not shown again.
+    daemon.post(
+        "/v1/devices/confirm_label",
+        &serde_json::json!({"mac": plug}),
+    )?;
+    let until = Instant::now() + Duration::from_secs(5);
+    loop {
+        let d = daemon.get("/v1/devices")?;
+        let p = find(&d, &plug).unwrap();
+        if p["label_confirmed"] == true {
+            assert!(
+                p["label_warnings"].as_array().is_none_or(|w| w.is_empty()),
+                "{p}"
+            );
+            break;
+        }
+        assert!(Instant::now() < until, "the confirmation did not take: {p}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let sp = find(&devices, &speaker).unwrap();
     assert_eq!(sp["label_entry"]["entry"]["vendor"], "Sonos", "{sp}");
     assert!(

@@ -237,6 +237,7 @@ pub fn analyze(path: &Path, router: Option<Mac>) -> Result<Analysis> {
                 .unwrap_or_default(),
             label_entry: None,
             label_warnings: Vec::new(),
+            label_confirmed: false,
             suggestions: identity
                 .as_ref()
                 .map(|i| crate::labels::suggest(i, 3))

@@ -73,6 +73,8 @@ pub struct Shared {
     pub rules: RwLock<crate::control::RulesView>,
     /// Labels the owner gave devices (from the configuration).
     pub labels: RwLock<BTreeMap<Mac, String>>,
+    /// Labels the owner confirmed despite warnings.
+    pub labels_confirmed: RwLock<std::collections::BTreeSet<Mac>>,
     pub alerts: RwLock<Vec<Alert>>,
     /// What each device is, with the evidence.
     pub identities: RwLock<BTreeMap<Mac, crate::identify::Identity>>,
@@ -661,6 +663,12 @@ impl Daemon {
             .filter_map(|d| d.label.clone().map(|l| (d.mac, l)))
             .collect();
         *self.shared.labels.write().unwrap() = labels;
+        let confirmed = sections
+            .iter()
+            .filter(|s| s.kind == "device" && s.get("label_confirmed") == Some("1"))
+            .filter_map(|s| s.get("mac").and_then(|m| m.parse::<Mac>().ok()))
+            .collect();
+        *self.shared.labels_confirmed.write().unwrap() = confirmed;
     }
 
     /// The rules' clock: the system's, or a test's file.

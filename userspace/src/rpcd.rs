@@ -113,6 +113,12 @@ const CALLS: &[Call] = &[
         args: &[("mac", Str), ("label", Str)],
     },
     Call {
+        name: "confirm_label",
+        post: true,
+        path: "/v1/devices/confirm_label",
+        args: &[("mac", Str)],
+    },
+    Call {
         name: "block",
         post: true,
         path: "/v1/rules/block",

@@ -13,6 +13,7 @@
 //! | GET | `/v1/rules` | rules, their state now, next change, history |
 //! | GET | `/v1/alerts` | new devices, first contacts with advertising/tracking |
 //! | POST | `/v1/devices/label` `{mac, label}` | names a device |
+//! | POST | `/v1/devices/confirm_label` `{mac}` | keeps a label despite its warnings |
 //! | POST | `/v1/rules/block`, `/unblock` `{mac}`, `/pause` `{mac, until}` | blocks by hand |
 //! | POST | `/v1/rules/set` `{device, schedule, away_mode, household, block_*}` | a device's rule |
 //! | POST | `/v1/rules/delete` `{id}` | removes a rule |
@@ -55,9 +56,12 @@ pub struct DeviceView {
     /// The label tied to the product catalogue (the typed text is kept).
     #[serde(default)]
     pub label_entry: Option<crate::labels::Normalised>,
-    /// Reasons to doubt the label, with the evidence.
+    /// Reasons to doubt the label, with the evidence (empty once the owner
+    /// confirmed the label).
     #[serde(default)]
     pub label_warnings: Vec<crate::labels::Warning>,
+    #[serde(default)]
+    pub label_confirmed: bool,
     /// For unlabelled devices: the likeliest products, with why.
     #[serde(default)]
     pub suggestions: Vec<crate::labels::Suggestion>,
@@ -391,6 +395,10 @@ fn change(path: &str, body: &[u8], shared: &Shared) -> Answer {
                 let r: LabelRequest = parse(body)?;
                 edit::set_label(config, r.mac, &r.label).map(|_| serde_json::json!({"ok": true}))
             }
+            "/v1/devices/confirm_label" => {
+                let r: DeviceRequest = parse(body)?;
+                edit::confirm_label(config, r.mac).map(|_| serde_json::json!({"ok": true}))
+            }
             "/v1/rules/block" => {
                 let r: DeviceRequest = parse(body)?;
                 edit::block(config, r.mac, None).map(|_| serde_json::json!({"ok": true}))
@@ -460,7 +468,9 @@ fn devices_with_labels(shared: &Shared, store: &Store) -> Vec<DeviceView> {
                     .unwrap_or_default();
                 let parties =
                     crate::labels::parties_of(windows.iter().flat_map(|w| w.records.iter()));
-                d.label_warnings = crate::labels::check(&n, identity, &parties);
+                if !d.label_confirmed {
+                    d.label_warnings = crate::labels::check(&n, identity, &parties);
+                }
                 d.label_entry = Some(n);
             }
             None => d.suggestions = crate::labels::suggest(identity, 3),
@@ -474,6 +484,7 @@ fn devices(shared: &Shared) -> Vec<DeviceView> {
     let labels = shared.labels.read().unwrap();
     let ids = shared.identities.read().unwrap();
     let self_names = shared.self_names.read().unwrap();
+    let confirmed = shared.labels_confirmed.read().unwrap();
     shared
         .devices
         .read()
@@ -486,6 +497,7 @@ fn devices(shared: &Shared) -> Vec<DeviceView> {
             names: self_names.get(&d.mac).cloned().unwrap_or_default(),
             label_entry: None,
             label_warnings: Vec::new(),
+            label_confirmed: confirmed.contains(&d.mac),
             suggestions: Vec::new(),
             ips: d.ips.iter().rev().copied().collect(),
             first_seen: d.first_seen,

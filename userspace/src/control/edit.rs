@@ -95,11 +95,24 @@ pub fn set_label(path: &Path, mac: Mac, label: &str) -> Result<()> {
     }
     let mut sections = read(path)?;
     let s = device_section(&mut sections, mac);
+    s.remove("label_confirmed");
     if label.is_empty() {
         s.remove("label");
     } else {
         s.set("label", label);
     }
+    write(path, &sections)
+}
+
+/// The owner says the label is right despite the warnings: kept as
+/// `option label_confirmed` (cleared when the label changes).
+pub fn confirm_label(path: &Path, mac: Mac) -> Result<()> {
+    let mut sections = read(path)?;
+    let s = device_section(&mut sections, mac);
+    if s.get("label").is_none() {
+        bail!("the device has no label to confirm");
+    }
+    s.set("label_confirmed", "1");
     write(path, &sections)
 }
 

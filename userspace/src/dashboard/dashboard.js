@@ -18,6 +18,7 @@
 		rules: ['GET', '/v1/rules', []],
 		catalogue: ['GET', '/v1/catalogue', ['q']],
 		label: ['POST', '/v1/devices/label'],
+		confirm_label: ['POST', '/v1/devices/confirm_label'],
 		block: ['POST', '/v1/rules/block'],
 		unblock: ['POST', '/v1/rules/unblock'],
 		pause: ['POST', '/v1/rules/pause'],

@@ -21,6 +21,7 @@ var calls = {
 	rules: [rpc.declare({ object: 'iot-inspector', method: 'rules' }), []],
 	catalogue: [rpc.declare({ object: 'iot-inspector', method: 'catalogue', params: ['q'] }), ['q']],
 	label: [rpc.declare({ object: 'iot-inspector', method: 'label', params: ['mac', 'label'] }), ['mac', 'label']],
+	confirm_label: [rpc.declare({ object: 'iot-inspector', method: 'confirm_label', params: ['mac'] }), ['mac']],
 	block: [rpc.declare({ object: 'iot-inspector', method: 'block', params: ['mac'] }), ['mac']],
 	unblock: [rpc.declare({ object: 'iot-inspector', method: 'unblock', params: ['mac'] }), ['mac']],
 	pause: [rpc.declare({ object: 'iot-inspector', method: 'pause', params: ['mac', 'until'] }), ['mac', 'until']],

@@ -787,6 +787,39 @@
 					clear(labelBox).appendChild(labelEditor(api, d, function (saved) { if (saved) draw('Name saved.'); else clear(labelBox); }));
 				} }, d.label ? 'Rename' : 'Name this device');
 				facts.appendChild(lab);
+				// A label that contradicts the evidence: say why, let the
+				// owner keep it or fix it.
+				if (d.label_warnings && d.label_warnings.length) {
+					facts.appendChild(h('div', { class: 'iot-error label-warnings' },
+						h('strong', {}, 'Is this name right? '),
+						h('ul', {}, d.label_warnings.map(function (w) {
+							return h('li', {}, w.text, (w.evidence && w.evidence.length)
+								? h('div', { class: 'muted small' }, 'Evidence: ' + w.evidence.join(' · ')) : null);
+						})),
+						h('button', { type: 'button', class: 'btn confirm-label', onclick: function () {
+							api.call('confirm_label', { mac: mac }).then(function () { draw('Name kept.'); },
+								function (e) { title.textContent = 'Could not keep the name: ' + errorText(e); });
+						} }, 'The name is right'), ' ',
+						h('button', { type: 'button', class: 'btn fix-label', onclick: function () {
+							clear(labelBox).appendChild(labelEditor(api, d, function (saved) { if (saved) draw('Name saved.'); else clear(labelBox); }));
+						} }, 'Fix the name')));
+				}
+				// No label yet: the likeliest products, one click to accept.
+				if (!d.label && d.suggestions && d.suggestions.length) {
+					facts.appendChild(h('div', { class: 'suggestions' },
+						h('strong', {}, 'Could it be: '),
+						d.suggestions.map(function (sg) {
+							var p = sg.product || {};
+							var name = (p.product || '').toLowerCase().indexOf((p.vendor || '').toLowerCase()) === 0
+								? p.product : [p.vendor, p.product].filter(Boolean).join(' ');
+							return h('div', { class: 'suggestion' },
+								h('button', { type: 'button', class: 'btn accept-suggestion', onclick: function () {
+									api.call('label', { mac: mac, label: name }).then(function () { draw('Name saved.'); },
+										function (e) { title.textContent = 'Could not save: ' + errorText(e); });
+								} }, name), ' ',
+								h('span', { class: 'muted small' }, (sg.because || []).join(' · ')));
+						})));
+				}
 				clear(evidence);
 				if (d.names && d.names.length)
 					evidence.appendChild(h('p', { class: 'self-names' }, 'It calls itself: ', h('span', { class: 'mono' }, d.names.join(' · '))));
