@@ -65,19 +65,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// Named traffic for the views to show: DNS answers from wan's dnsmasq,
 /// then short transfers to the named servers.
 fn make_traffic(lab: &mut Lab) -> Result<()> {
-    for (dev, name, server, port) in [
-        ("cam", "api.xbcs.net", SERVER_V4, 5401u16),
-        ("tv", "www.google-analytics.com", SERVER2_V4, 5402),
-        ("tv", "api.netflix.com", SERVER_V4, 5403),
-    ] {
-        lab.device(dev).ns.run(
-            "dig",
-            &["+short", "+tries=1", "+time=2", "@203.0.113.53", name],
-        )?;
-        home::iperf_server(lab, server, port)?;
-        let d = lab.device(dev).clone();
-        home::iperf_client(&d, server, port, &["-t", "2", "-b", "4M"])?;
-    }
+    support::named_traffic(lab, 5401)?;
     let plug = lab.device("plug").clone();
     home::ping(&plug, SERVER_V4, 3);
     Ok(())

@@ -595,3 +595,25 @@ fn instance_name<'a>(instance: &'a str, service: &'a str) -> Name<'a> {
 
 #[cfg(test)]
 mod tests;
+
+/// The BOOTP/DHCP payload udhcpc sends: a DHCPREQUEST with hostname and
+/// vendor class (for tests that need a device's DHCP bytes without a client).
+pub fn dhcp_request(mac: [u8; 6], hostname: &str, vendor: Option<&str>) -> Vec<u8> {
+    let mut p = vec![0u8; 236];
+    p[0] = 1;
+    p[1] = 1;
+    p[2] = 6;
+    p[28..34].copy_from_slice(&mac);
+    p.extend_from_slice(&[99, 130, 83, 99, 53, 1, 3]);
+    p.extend_from_slice(&[55, 7, 1, 3, 6, 12, 15, 28, 42]);
+    p.push(12);
+    p.push(hostname.len() as u8);
+    p.extend_from_slice(hostname.as_bytes());
+    if let Some(v) = vendor {
+        p.push(60);
+        p.push(v.len() as u8);
+        p.extend_from_slice(v.as_bytes());
+    }
+    p.push(255);
+    p
+}

@@ -247,3 +247,27 @@ impl Browser {
         ))
     }
 }
+
+/// Named traffic for the views to show: DNS answers from wan's dnsmasq,
+/// then short transfers to the named servers (iperf3 ports from `port`).
+pub fn named_traffic(lab: &mut iot_inspector_lab::Lab, port: u16) -> Result<()> {
+    use iot_inspector_lab::{SERVER_V4, SERVER2_V4, home};
+    for (i, (dev, name, server)) in [
+        ("cam", "api.xbcs.net", SERVER_V4),
+        ("tv", "www.google-analytics.com", SERVER2_V4),
+        ("tv", "api.netflix.com", SERVER_V4),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        lab.device(dev).ns.run(
+            "dig",
+            &["+short", "+tries=1", "+time=2", "@203.0.113.53", name],
+        )?;
+        let port = port + i as u16;
+        home::iperf_server(lab, server, port)?;
+        let d = lab.device(dev).clone();
+        home::iperf_client(&d, server, port, &["-t", "2", "-b", "4M"])?;
+    }
+    Ok(())
+}

@@ -109,19 +109,7 @@ fn sched_day() -> &'static str {
 /// Real traffic with names: DNS answers from wan's dnsmasq, then bulk
 /// exchanges, so the charts have organisations to colour.
 fn make_traffic(lab: &mut Lab) -> Result<()> {
-    for (dev, name, server, port) in [
-        ("cam", "api.xbcs.net", SERVER_V4, 5301u16),
-        ("tv", "www.google-analytics.com", SERVER2_V4, 5302),
-        ("tv", "api.netflix.com", SERVER_V4, 5303),
-    ] {
-        lab.device(dev).ns.run(
-            "dig",
-            &["+short", "+tries=1", "+time=2", "@203.0.113.53", name],
-        )?;
-        home::iperf_server(lab, server, port)?;
-        let d = lab.device(dev).clone();
-        home::iperf_client(&d, server, port, &["-t", "2", "-b", "4M"])?;
-    }
+    support::named_traffic(lab, 5301)?;
     let plug = lab.device("plug").clone();
     home::ping(&plug, SERVER_V4, 5);
     // The plug also names itself with markup (mDNS instance, SSDP SERVER),

@@ -32,27 +32,6 @@ fn udp4(mac: Mac, src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, payload:
     out
 }
 
-/// What udhcpc sends: a DHCPREQUEST with host name and vendor class.
-fn dhcp_request(mac: Mac, hostname: &str, vendor: Option<&str>) -> Vec<u8> {
-    let mut p = vec![0u8; 236];
-    p[0] = 1;
-    p[1] = 1;
-    p[2] = 6;
-    p[28..34].copy_from_slice(&mac.0);
-    p.extend_from_slice(&[99, 130, 83, 99, 53, 1, 3]);
-    p.extend_from_slice(&[55, 7, 1, 3, 6, 12, 15, 28, 42]);
-    p.push(12);
-    p.push(hostname.len() as u8);
-    p.extend_from_slice(hostname.as_bytes());
-    if let Some(v) = vendor {
-        p.push(60);
-        p.push(v.len() as u8);
-        p.extend_from_slice(v.as_bytes());
-    }
-    p.push(255);
-    p
-}
-
 fn ip4(host: u8) -> Ipv4Addr {
     Ipv4Addr::new(192, 0, 2, host)
 }
@@ -73,7 +52,7 @@ fn identity_of(p: &Profile, host: u8) -> Identity {
             Ipv4Addr::BROADCAST,
             68,
             67,
-            &dhcp_request(mac, p.dhcp_hostname, p.dhcp_vendor_class),
+            &iot_inspector_lab::announce::dhcp_request(mac.0, p.dhcp_hostname, p.dhcp_vendor_class),
         ),
         udp4(
             mac,

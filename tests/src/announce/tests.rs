@@ -18,27 +18,6 @@ fn udp4(mac: Mac, src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, payload:
     out
 }
 
-/// What udhcpc sends: a DHCPREQUEST with hostname and vendor class.
-fn dhcp_request(mac: Mac, hostname: &str, vendor: Option<&str>) -> Vec<u8> {
-    let mut p = vec![0u8; 236];
-    p[0] = 1;
-    p[1] = 1;
-    p[2] = 6;
-    p[28..34].copy_from_slice(&mac.0);
-    p.extend_from_slice(&[99, 130, 83, 99, 53, 1, 3]);
-    p.extend_from_slice(&[55, 7, 1, 3, 6, 12, 15, 28, 42]);
-    p.push(12);
-    p.push(hostname.len() as u8);
-    p.extend_from_slice(hostname.as_bytes());
-    if let Some(v) = vendor {
-        p.push(60);
-        p.push(v.len() as u8);
-        p.extend_from_slice(v.as_bytes());
-    }
-    p.push(255);
-    p
-}
-
 const IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 20);
 const IP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x20);
 
@@ -51,7 +30,7 @@ fn run(p: &Profile) -> (iot_inspector::identify::Identity, Dissector) {
             Ipv4Addr::BROADCAST,
             68,
             67,
-            &dhcp_request(mac, p.dhcp_hostname, p.dhcp_vendor_class),
+            &dhcp_request(mac.0, p.dhcp_hostname, p.dhcp_vendor_class),
         ),
         udp4(
             mac,
