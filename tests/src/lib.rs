@@ -31,6 +31,7 @@ pub const PREFIX: &str = "iil";
 pub const SERVER_V4: &str = "203.0.113.10";
 pub const SERVER2_V4: &str = "203.0.113.20";
 pub const SERVER_V6: &str = "2001:db8:ee::10";
+pub const SERVER2_V6: &str = "2001:db8:ee::20";
 pub const GW_V4: &str = "192.0.2.1";
 pub const GW_V6: &str = "2001:db8:1::1";
 
@@ -277,7 +278,7 @@ impl Lab {
         for a in [SERVER_V4, SERVER2_V4, "203.0.113.30", "203.0.113.40"] {
             wan.ip(&["addr", "add", &format!("{a}/32"), "dev", "lo"])?;
         }
-        for a in [SERVER_V6, "2001:db8:ee::20"] {
+        for a in [SERVER_V6, SERVER2_V6] {
             wan.ip(&["addr", "add", &format!("{a}/128"), "dev", "lo", "nodad"])?;
         }
         wan.ip(&["route", "add", "192.0.2.0/24", "via", "198.51.100.1"])?;
@@ -879,4 +880,51 @@ pub fn now_unix() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs()
+}
+
+/// Polls `f` every 50 ms until it holds or `limit` has passed; how long it
+/// took.
+pub fn within(limit: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    loop {
+        if f() {
+            return Some(start.elapsed());
+        }
+        if start.elapsed() > limit {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+impl Netns {
+    /// Runs `f` on a new thread that has joined this namespace: in-process
+    /// clients and servers of a test (setns(2) moves only the calling
+    /// thread, so the rest of the test stays where it was).
+    pub fn spawn_thread<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> std::thread::JoinHandle<T> {
+        let path = format!("/var/run/netns/{}", self.name);
+        std::thread::spawn(move || {
+            use std::os::fd::AsRawFd;
+            let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+            // SAFETY: setns(2) on an fd we own; it moves only this thread.
+            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+            f()
+        })
+    }
+}
+
+impl Lab {
+    /// How many conntrack entries gw holds that match `filter` (arguments of
+    /// `conntrack -L`, e.g. `["-f", "ipv4", "-p", "tcp", "-s", ip]`).
+    pub fn conntrack_count(&self, filter: &[&str]) -> Result<usize> {
+        let out = self.gw.run("conntrack", &[&["-L"], filter].concat())?;
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .count())
+    }
 }
