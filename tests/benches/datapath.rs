@@ -13,7 +13,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
+use aya::programs::tc::TcAttachOptions;
+use aya::programs::{LinkOrder, SchedClassifier, TcAttachType, TestRun, TestRunOptions};
 use etherparse::PacketBuilder;
 use iot_inspector::datapath::{Datapath, LoadOptions};
 use iot_inspector_common::programs;
@@ -87,8 +88,8 @@ fn ebpf_cost() -> Result<serde_json::Value> {
         "\neBPF cost per packet (BPF_PROG_TEST_RUN, {REPEAT} repeats, average of the kernel's timing):"
     );
     println!(
-        "{:<14} {:>12} {:>12} {:>10}",
-        "packet", "empty prog", "lan_ingress", "added"
+        "{:<14} {:>12} {:>12} {:>10} {:>14}",
+        "packet", "empty prog", "lan_ingress", "added", "1 map lookup"
     );
     for kind in ["tcp4 1400 B", "udp6 100 B", "tcp4 ack 443"] {
         let data = frame(kind);
@@ -118,11 +119,13 @@ fn ebpf_cost() -> Result<serde_json::Value> {
         };
         let base = ns(programs::BASELINE)?;
         let ours = ns(programs::INGRESS)?;
+        // The floor: what one flow-map lookup alone adds on this machine.
+        let lookup = ns(programs::LOOKUP_ONLY)? - base;
         println!(
-            "{kind:<14} {base:>10.1}ns {ours:>10.1}ns {:>8.1}ns",
+            "{kind:<14} {base:>10.1}ns {ours:>10.1}ns {:>8.1}ns {lookup:>12.1}ns",
             ours - base
         );
-        rows.push(json!({"packet": kind, "baseline_ns": base, "program_ns": ours, "added_ns": ours - base}));
+        rows.push(json!({"packet": kind, "baseline_ns": base, "program_ns": ours, "added_ns": ours - base, "lookup_only_added_ns": lookup}));
     }
     let _ = dp.unpin_maps();
     let _ = std::process::Command::new("umount")
@@ -161,21 +164,97 @@ fn throughput() -> Result<serde_json::Value> {
     }])?;
     let mut with = Vec::new();
     let mut without = Vec::new();
+    // The programs stay attached (TCX links are pinned) while the daemon is
+    // stopped with SIGSTOP: the data path's cost alone, without the
+    // daemon's own CPU use competing on a small machine.
+    let mut paused = Vec::new();
+    // The floor: an empty TC program on the same hooks.
+    let mut empty = Vec::new();
     let mut port = 7000;
     for _ in 0..3 {
         without.push(iperf_mbps(&mut lab, port)?);
         port += 1;
+        let held = attach_empty(&lab)?;
+        empty.push(iperf_mbps(&mut lab, port)?);
+        port += 1;
+        drop(held);
         let daemon = lab.start_daemon(&[])?;
         with.push(iperf_mbps(&mut lab, port)?);
         port += 1;
+        unsafe { libc::kill(daemon.pid(), libc::SIGSTOP) };
+        paused.push(iperf_mbps(&mut lab, port)?);
+        port += 1;
+        unsafe { libc::kill(daemon.pid(), libc::SIGCONT) };
         daemon.stop()?;
     }
-    let (w, wo) = (median(with.clone()), median(without.clone()));
+    let (w, wo, p, e) = (
+        median(with.clone()),
+        median(without.clone()),
+        median(paused.clone()),
+        median(empty.clone()),
+    );
     println!("\niperf3 TCP through gw (median of 3 × 4 s):");
     println!("  without the programs {wo:>8.0} Mbit/s   {without:?}");
     println!("  with the programs    {w:>8.0} Mbit/s   {with:?}");
     println!("  ratio                {:>8.3}", w / wo);
-    Ok(json!({"without_mbps": wo, "with_mbps": w, "ratio": w / wo}))
+    println!(
+        "  programs attached, daemon stopped {p:>8.0} Mbit/s (ratio {:.3})   {paused:?}",
+        p / wo
+    );
+    println!(
+        "  an empty TC program on the same hooks {e:>8.0} Mbit/s (ratio {:.3})   {empty:?}",
+        e / wo
+    );
+    Ok(
+        json!({"without_mbps": wo, "with_mbps": w, "ratio": w / wo, "daemon_stopped_mbps": p, "daemon_stopped_ratio": p / wo, "empty_program_mbps": e, "empty_program_ratio": e / wo}),
+    )
+}
+
+/// Attaches the empty program to both hooks of every port of gw's br-lan
+/// (TCX links held by this process, detached when the result is dropped).
+fn attach_empty(lab: &Lab) -> Result<(Datapath, tempfile::TempDir)> {
+    let out = lab
+        .gw
+        .run("ip", &["-j", "link", "show", "master", "br-lan"])?;
+    let links: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout)?;
+    let ports: Vec<String> = links
+        .iter()
+        .filter_map(|l| l["ifname"].as_str().map(str::to_owned))
+        .collect();
+    let dir = tempfile::tempdir()?;
+    let mut dp = Datapath::load(&LoadOptions {
+        object: bpf_object(),
+        pin_dir: dir.path().join("pins"),
+        flow_entries: 1024,
+    })?;
+    let prog: &mut SchedClassifier = dp
+        .ebpf_mut()
+        .program_mut(programs::BASELINE)
+        .context("program")?
+        .try_into()?;
+    prog.load()?;
+    // Attach from inside gw's network namespace (this thread only), then
+    // come back.
+    let home = std::fs::File::open("/proc/thread-self/ns/net")?;
+    let gw = std::fs::File::open(format!("/var/run/netns/{}", lab.gw.name))?;
+    let enter = |f: &std::fs::File| {
+        use std::os::fd::AsRawFd;
+        if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            anyhow::bail!("setns: {}", std::io::Error::last_os_error());
+        }
+        Ok(())
+    };
+    enter(&gw)?;
+    let attached = ports.iter().try_for_each(|port| {
+        for kind in [TcAttachType::Ingress, TcAttachType::Egress] {
+            prog.attach_with_options(port, kind, TcAttachOptions::TcxOrder(LinkOrder::default()))?;
+        }
+        anyhow::Ok(())
+    });
+    enter(&home)?;
+    attached?;
+    let _ = dp.unpin_maps();
+    Ok((dp, dir))
 }
 
 /// utime+stime of a process in clock ticks, and its peak RSS in KiB.

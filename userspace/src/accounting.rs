@@ -11,9 +11,21 @@
 //!   atomic lookup-and-delete and its last increment is counted;
 //! - a reset (new entry, smaller counters) starts from zero, not from a
 //!   negative delta.
+//!
+//! Memory is what bounds the daemon at tens of thousands of flows (a router
+//! has 128 MB), so one round allocates nothing in steady state:
+//! - the cursors live in an [`IndexMap`] sized once for the kernel table's
+//!   capacity: it never doubles (a doubling holds the old and the new table
+//!   at once), and its entry vector is only touched as far as it is filled;
+//! - a round's deltas are kept as (entry index, counts) in a reused vector,
+//!   not as copies of the keys; entries that vanish or that we remove stay
+//!   in place (so those indices hold) until the next round starts;
+//! - the snapshot is written in fixed-size chunks through a caller's sink
+//!   instead of one buffer of every cursor.
 
-use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 
+use indexmap::IndexMap;
 use iot_inspector_common::FlowKey;
 use serde::{Deserialize, Serialize};
 
@@ -113,18 +125,32 @@ pub fn key_from_bytes(b: &[u8]) -> Option<FlowKey> {
 struct Entry {
     cursor: Cursor,
     /// Round in which the kernel last showed this entry.
-    seen_round: u64,
-    /// Changed since it was last persisted.
-    dirty: bool,
+    seen_round: u32,
+    /// Gone from the kernel (evicted, or removed by us): no longer counted
+    /// or persisted, and dropped when the next round begins.
+    dead: bool,
 }
 
-/// Cursors for every live flow, and the bookkeeping of one read round.
+/// What is new of one entry this round. The key stays in the map (by
+/// index), which keeps this at 48 bytes instead of a [`FlowDelta`]'s 96.
+#[derive(Clone, Copy, Debug)]
+struct Pending {
+    /// Hash of the caller's grouping key (see [`Accountant::sort_deltas`]).
+    group: u64,
+    counts: [u64; 4],
+    index: u32,
+}
+
+/// Cursors for every live flow, and the deltas of the current read round.
 #[derive(Debug, Default)]
 pub struct Accountant {
-    entries: HashMap<FlowKey, Entry>,
-    round: u64,
-    /// Keys whose cursor was dropped since the last persist.
-    dropped: Vec<FlowKey>,
+    entries: IndexMap<FlowKey, Entry>,
+    /// Entries marked dead and not dropped yet.
+    dead: usize,
+    round: u32,
+    /// When the current round's read began (see [`Accountant::begin_round`]).
+    read_at_ns: u64,
+    pending: Vec<Pending>,
     /// Entries that vanished without us deleting them (LRU evictions).
     pub evicted_total: u64,
 }
@@ -134,70 +160,111 @@ impl Accountant {
         Self::default()
     }
 
-    /// Restores cursors persisted by an earlier run.
-    pub fn restore(&mut self, cursors: impl IntoIterator<Item = (FlowKey, Cursor)>) {
-        for (key, cursor) in cursors {
-            self.entries.insert(
-                key,
-                Entry {
-                    cursor,
-                    seen_round: 0,
-                    dirty: false,
-                },
-            );
+    /// Sized for `flows` cursors (the kernel table's capacity), so that
+    /// neither the cursor map nor the delta list grows while counting.
+    /// Untouched capacity costs address space, not memory.
+    pub fn with_capacity(flows: usize) -> Self {
+        Accountant {
+            entries: IndexMap::with_capacity(flows),
+            pending: Vec::with_capacity(flows),
+            ..Self::default()
         }
     }
 
+    /// Restores cursors persisted by an earlier run.
+    pub fn restore(&mut self, cursors: impl IntoIterator<Item = (FlowKey, Cursor)>) {
+        for (key, cursor) in cursors {
+            self.restore_one(key, cursor);
+        }
+    }
+
+    /// Restores the cursors of one chunk of a snapshot (as written by
+    /// [`Accountant::write_snapshot`]); returns how many it held.
+    pub fn restore_snapshot(&mut self, chunk: &[u8]) -> usize {
+        let mut n = 0;
+        for (key, cursor) in snapshot_records(chunk) {
+            self.restore_one(key, cursor);
+            n += 1;
+        }
+        n
+    }
+
+    fn restore_one(&mut self, key: FlowKey, cursor: Cursor) {
+        let old = self.entries.insert(
+            key,
+            Entry {
+                cursor,
+                seen_round: 0,
+                dead: false,
+            },
+        );
+        if old.is_some_and(|e| e.dead) {
+            self.dead -= 1;
+        }
+    }
+
+    /// Live cursors (flows the kernel still had at the last read).
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.entries.len() - self.dead
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.len() == 0
     }
 
-    /// Starts a read round.
-    pub fn begin_round(&mut self) {
-        self.round += 1;
+    /// Starts a read round at `read_at_ns` (CLOCK_MONOTONIC, the clock of
+    /// the kernel's first-seen stamps): drops the entries that died in the
+    /// last one and forgets its deltas.
+    ///
+    /// The kernel stamps an entry only when it creates it (a clock read per
+    /// packet cost more than the rest of the counting), so a flow's
+    /// last-seen time is the read in which its counters grew.
+    pub fn begin_round(&mut self, read_at_ns: u64) {
+        self.read_at_ns = read_at_ns;
+        if self.dead > 0 {
+            self.entries.retain(|_, e| !e.dead);
+            self.dead = 0;
+        }
+        self.pending.clear();
+        self.round = self.round.wrapping_add(1);
     }
 
     /// Accounts one flow as read this round; returns what is new since the
-    /// last read, if anything.
-    pub fn observe(&mut self, key: FlowKey, r: FlowReading) -> Option<FlowDelta> {
+    /// last read, if anything (it is also kept for [`Accountant::deltas`]).
+    pub fn observe(&mut self, key: FlowKey, mut r: FlowReading) -> Option<FlowDelta> {
         let round = self.round;
-        let fresh = Cursor::of(&r);
-        let delta = match self.entries.get_mut(&key) {
-            Some(e) => {
-                let prev = e.cursor;
-                e.seen_round = round;
-                let same_entry = prev.first_seen_ns == r.first_seen_ns
-                    && r.bytes_up >= prev.bytes_up
-                    && r.bytes_down >= prev.bytes_down
-                    && r.packets_up >= prev.packets_up
-                    && r.packets_down >= prev.packets_down;
-                if prev != fresh {
-                    e.cursor = fresh;
-                    e.dirty = true;
-                }
-                if same_entry {
-                    diff(key, &r, &prev)
+        let read_at = self.read_at_ns;
+        let (index, prev) = match self.entries.get_full_mut(&key) {
+            Some((i, _, e)) => {
+                let prev = if e.dead {
+                    // Removed by us earlier this round: a new incarnation.
+                    self.dead -= 1;
+                    e.dead = false;
+                    Cursor::default()
+                } else if same_entry(&e.cursor, &r) {
+                    e.cursor
                 } else {
-                    diff(key, &r, &Cursor::default())
-                }
+                    Cursor::default()
+                };
+                date(&mut r, &prev, read_at);
+                e.cursor = Cursor::of(&r);
+                e.seen_round = round;
+                (i, prev)
             }
             None => {
-                self.entries.insert(
+                date(&mut r, &Cursor::default(), read_at);
+                let (i, _) = self.entries.insert_full(
                     key,
                     Entry {
-                        cursor: fresh,
+                        cursor: Cursor::of(&r),
                         seen_round: round,
-                        dirty: true,
+                        dead: false,
                     },
                 );
-                diff(key, &r, &Cursor::default())
+                (i, Cursor::default())
             }
         };
-        (!delta.is_zero()).then_some(delta)
+        self.record(index, key, &r, &prev)
     }
 
     /// Ends a read round: cursors of entries the kernel no longer has were
@@ -205,16 +272,14 @@ impl Accountant {
     /// pressure). Returns how many vanished.
     pub fn end_round(&mut self) -> usize {
         let round = self.round;
-        let before = self.entries.len();
-        let dropped = &mut self.dropped;
-        self.entries.retain(|k, e| {
-            let keep = e.seen_round == round;
-            if !keep {
-                dropped.push(*k);
+        let mut vanished = 0;
+        for e in self.entries.values_mut() {
+            if !e.dead && e.seen_round != round {
+                e.dead = true;
+                vanished += 1;
             }
-            keep
-        });
-        let vanished = before - self.entries.len();
+        }
+        self.dead += vanished;
         self.evicted_total += vanished as u64;
         vanished
     }
@@ -223,70 +288,223 @@ impl Accountant {
     pub fn idle(&self, idle_before_ns: u64) -> Vec<FlowKey> {
         self.entries
             .iter()
-            .filter(|(_, e)| e.cursor.last_seen_ns < idle_before_ns)
+            .filter(|(_, e)| !e.dead && e.cursor.last_seen_ns < idle_before_ns)
             .map(|(k, _)| *k)
             .collect()
+    }
+
+    /// Removes every flow idle since before `idle_before_ns` with `remove`
+    /// (which deletes it from the kernel and returns its final counters)
+    /// and accounts its last increment, without collecting the keys first.
+    /// Returns how many were removed.
+    pub fn remove_idle<E>(
+        &mut self,
+        idle_before_ns: u64,
+        mut remove: impl FnMut(&FlowKey) -> Result<Option<FlowReading>, E>,
+    ) -> Result<usize, E> {
+        let mut n = 0;
+        for i in 0..self.entries.len() {
+            let (key, e) = self.entries.get_index(i).expect("index in range");
+            if e.dead || e.cursor.last_seen_ns >= idle_before_ns {
+                continue;
+            }
+            let key = *key;
+            let last = remove(&key)?;
+            self.removed_at(i, key, last);
+            n += 1;
+        }
+        Ok(n)
     }
 
     /// Accounts a flow we removed from the kernel: its final counters give
     /// the last delta, and its cursor is dropped.
     pub fn removed(&mut self, key: FlowKey, last: Option<FlowReading>) -> Option<FlowDelta> {
-        let entry = self.entries.remove(&key)?;
-        self.dropped.push(key);
-        let r = last?;
-        let prev = entry.cursor;
-        let delta = if prev.first_seen_ns == r.first_seen_ns && r.bytes_up >= prev.bytes_up {
-            diff(key, &r, &prev)
-        } else {
-            diff(key, &r, &Cursor::default())
-        };
-        (!delta.is_zero()).then_some(delta)
+        let i = self.entries.get_index_of(&key)?;
+        self.removed_at(i, key, last)
     }
 
-    /// Cursors changed and dropped since the last call, for persisting
-    /// together with the window they belong to.
-    pub fn take_changes(&mut self) -> (Vec<(FlowKey, Cursor)>, Vec<FlowKey>) {
-        let mut changed = Vec::new();
-        for (k, e) in self.entries.iter_mut() {
-            if e.dirty {
-                e.dirty = false;
-                changed.push((*k, e.cursor));
+    fn removed_at(
+        &mut self,
+        i: usize,
+        key: FlowKey,
+        last: Option<FlowReading>,
+    ) -> Option<FlowDelta> {
+        let (_, e) = self.entries.get_index_mut(i)?;
+        if e.dead {
+            return None;
+        }
+        e.dead = true;
+        self.dead += 1;
+        let r = last?;
+        let prev = if same_entry(&e.cursor, &r) {
+            e.cursor
+        } else {
+            Cursor::default()
+        };
+        e.cursor = Cursor::of(&r);
+        self.record(i, key, &r, &prev)
+    }
+
+    fn record(
+        &mut self,
+        index: usize,
+        key: FlowKey,
+        r: &FlowReading,
+        prev: &Cursor,
+    ) -> Option<FlowDelta> {
+        let delta = diff(key, r, prev);
+        if delta.is_zero() {
+            return None;
+        }
+        self.pending.push(Pending {
+            group: 0,
+            counts: [
+                delta.bytes_up,
+                delta.bytes_down,
+                delta.packets_up,
+                delta.packets_down,
+            ],
+            index: index as u32,
+        });
+        Some(delta)
+    }
+
+    /// Orders this round's deltas so that those with the same `group` key
+    /// (say, device and remote end) come one after another, in place.
+    pub fn sort_deltas<G: Ord + Hash>(&mut self, group: impl Fn(&FlowKey) -> G) {
+        let entries = &self.entries;
+        let key = |p: &Pending| {
+            entries
+                .get_index(p.index as usize)
+                .expect("pending entry")
+                .0
+        };
+        for p in self.pending.iter_mut() {
+            // A fixed hasher: only equality and contiguity matter here.
+            let mut h = std::hash::DefaultHasher::new();
+            group(key(p)).hash(&mut h);
+            p.group = h.finish();
+        }
+        // Sorting by the hash is cheap; only equal hashes (mostly the same
+        // group) compare the keys themselves, which keeps colliding groups
+        // apart.
+        self.pending.sort_unstable_by(|a, b| {
+            a.group
+                .cmp(&b.group)
+                .then_with(|| group(key(a)).cmp(&group(key(b))))
+        });
+    }
+
+    /// This round's deltas (observed and removed flows), in the order of the
+    /// last [`Accountant::sort_deltas`] or else of reading.
+    pub fn deltas(&self) -> impl Iterator<Item = FlowDelta> + '_ {
+        self.pending.iter().map(|p| {
+            let (key, e) = self
+                .entries
+                .get_index(p.index as usize)
+                .expect("pending entry");
+            FlowDelta {
+                key: *key,
+                bytes_up: p.counts[0],
+                bytes_down: p.counts[1],
+                packets_up: p.counts[2],
+                packets_down: p.counts[3],
+                tcp_flags: 0,
+                last_seen_ns: e.cursor.last_seen_ns,
+            }
+        })
+    }
+
+    /// Writes every live cursor as fixed-width records (key then cursor),
+    /// `records_per_chunk` at a time through `buf`, handing each chunk to
+    /// `sink`. The chunks, concatenated, are what
+    /// [`Accountant::snapshot`] returns.
+    pub fn write_snapshot<E>(
+        &self,
+        records_per_chunk: usize,
+        buf: &mut Vec<u8>,
+        mut sink: impl FnMut(&[u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let per_chunk = records_per_chunk.max(1);
+        buf.clear();
+        buf.reserve(per_chunk * SNAPSHOT_RECORD);
+        let mut in_chunk = 0;
+        for (k, e) in self.entries.iter().filter(|(_, e)| !e.dead) {
+            buf.extend_from_slice(&key_bytes(k));
+            buf.extend_from_slice(&e.cursor.to_bytes());
+            in_chunk += 1;
+            if in_chunk == per_chunk {
+                sink(buf)?;
+                buf.clear();
+                in_chunk = 0;
             }
         }
-        (changed, std::mem::take(&mut self.dropped))
+        if in_chunk > 0 {
+            sink(buf)?;
+            buf.clear();
+        }
+        Ok(())
     }
 
-    /// Every cursor, as fixed-width records (key then cursor), to be stored
-    /// with the window it belongs to. One value per window is much cheaper
-    /// for the store than one insert per active flow.
+    /// Every live cursor in one buffer (tests and small tables; the daemon
+    /// writes chunks with [`Accountant::write_snapshot`]).
     pub fn snapshot(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.entries.len() * SNAPSHOT_RECORD);
-        for (k, e) in &self.entries {
-            out.extend_from_slice(&key_bytes(k));
-            out.extend_from_slice(&e.cursor.to_bytes());
-        }
+        let mut out = Vec::with_capacity(self.len() * SNAPSHOT_RECORD);
+        let mut buf = Vec::new();
+        let _ = self.write_snapshot(4096, &mut buf, |c| {
+            out.extend_from_slice(c);
+            Ok::<(), ()>(())
+        });
         out
     }
 
-    /// Approximate heap use, for the status page and the benchmark.
+    /// Approximate heap use, for the status page and the benchmark: the
+    /// entry vector and index as far as they are filled, the delta list.
     pub fn approx_memory_bytes(&self) -> usize {
-        self.entries.capacity() * (size_of::<FlowKey>() + size_of::<Entry>() + 8)
+        let hash_entry = 8 + size_of::<FlowKey>() + size_of::<Entry>();
+        self.entries.len() * hash_entry
+            + self.entries.capacity() * (size_of::<usize>() + 1) * 8 / 7
+            + self.pending.len() * size_of::<Pending>()
     }
+}
+
+/// Whether a reading continues the entry a cursor was taken from (same
+/// first-seen, no counter went backwards).
+fn same_entry(prev: &Cursor, r: &FlowReading) -> bool {
+    prev.first_seen_ns == r.first_seen_ns
+        && r.bytes_up >= prev.bytes_up
+        && r.bytes_down >= prev.bytes_down
+        && r.packets_up >= prev.packets_up
+        && r.packets_down >= prev.packets_down
 }
 
 /// Bytes of one record of [`Accountant::snapshot`].
 pub const SNAPSHOT_RECORD: usize = FlowKey::SIZE + 48;
 
+/// The records of a snapshot (or of one of its chunks), without copying.
+pub fn snapshot_records(b: &[u8]) -> impl Iterator<Item = (FlowKey, Cursor)> + '_ {
+    b.chunks_exact(SNAPSHOT_RECORD).filter_map(|r| {
+        Some((
+            key_from_bytes(&r[..FlowKey::SIZE])?,
+            Cursor::from_bytes(&r[FlowKey::SIZE..])?,
+        ))
+    })
+}
+
 /// Reads an [`Accountant::snapshot`] back.
 pub fn parse_snapshot(b: &[u8]) -> Vec<(FlowKey, Cursor)> {
-    b.chunks_exact(SNAPSHOT_RECORD)
-        .filter_map(|r| {
-            Some((
-                key_from_bytes(&r[..FlowKey::SIZE])?,
-                Cursor::from_bytes(&r[FlowKey::SIZE..])?,
-            ))
-        })
-        .collect()
+    snapshot_records(b).collect()
+}
+
+/// Dates a reading: the read time if its counters grew since `prev`, else
+/// the last time they did.
+fn date(r: &mut FlowReading, prev: &Cursor, read_at_ns: u64) {
+    let grew = r.bytes_up != prev.bytes_up
+        || r.bytes_down != prev.bytes_down
+        || r.packets_up != prev.packets_up
+        || r.packets_down != prev.packets_down;
+    let since = if grew { read_at_ns } else { prev.last_seen_ns };
+    r.last_seen_ns = r.last_seen_ns.max(since);
 }
 
 fn diff(key: FlowKey, r: &FlowReading, prev: &Cursor) -> FlowDelta {
@@ -303,6 +521,8 @@ fn diff(key: FlowKey, r: &FlowReading, prev: &Cursor) -> FlowDelta {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use super::*;
 
     fn key(port: u16) -> FlowKey {
@@ -328,35 +548,45 @@ mod tests {
         }
     }
 
+    fn snapshot_keys(a: &Accountant) -> Vec<FlowKey> {
+        let mut v: Vec<FlowKey> = parse_snapshot(&a.snapshot())
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        v.sort();
+        v
+    }
+
     #[test]
     fn deltas_follow_cumulative_counters() {
         let mut a = Accountant::new();
-        a.begin_round();
+        a.begin_round(0);
         let d = a.observe(key(1), reading(1000, 5000, 1, 2)).unwrap();
         assert_eq!((d.bytes_up, d.bytes_down), (1000, 5000));
         a.end_round();
-        a.begin_round();
+        a.begin_round(0);
         let d = a.observe(key(1), reading(1500, 9000, 1, 3)).unwrap();
         assert_eq!((d.bytes_up, d.bytes_down), (500, 4000));
         // Nothing new: no delta.
         a.end_round();
-        a.begin_round();
+        a.begin_round(0);
         assert!(a.observe(key(1), reading(1500, 9000, 1, 3)).is_none());
+        assert_eq!(a.deltas().count(), 0);
     }
 
     #[test]
     fn a_new_entry_under_the_same_key_counts_from_zero() {
         let mut a = Accountant::new();
-        a.begin_round();
+        a.begin_round(0);
         a.observe(key(1), reading(1000, 1000, 1, 2));
         a.end_round();
-        a.begin_round();
+        a.begin_round(0);
         // Evicted and recreated: smaller counters, later first-seen.
         let d = a.observe(key(1), reading(300, 200, 50, 60)).unwrap();
         assert_eq!((d.bytes_up, d.bytes_down), (300, 200));
         // Recreated with *larger* counters still counts from zero (first-seen differs).
         a.end_round();
-        a.begin_round();
+        a.begin_round(0);
         let d = a.observe(key(1), reading(5000, 5000, 70, 80)).unwrap();
         assert_eq!((d.bytes_up, d.bytes_down), (5000, 5000));
     }
@@ -364,19 +594,17 @@ mod tests {
     #[test]
     fn restart_from_persisted_cursors_does_not_double_count() {
         let mut a = Accountant::new();
-        a.begin_round();
+        a.begin_round(0);
         a.observe(key(1), reading(1000, 2000, 1, 2));
         a.observe(key(2), reading(10, 20, 1, 2));
         a.end_round();
-        let (changed, dropped) = a.take_changes();
-        assert_eq!(changed.len(), 2);
-        assert!(dropped.is_empty());
+        assert_eq!(snapshot_keys(&a), vec![key(1), key(2)]);
         // A new process restores the cursors and reads the same, grown, map.
         let mut b = Accountant::new();
         let restored = parse_snapshot(&a.snapshot());
-        assert_eq!(restored.len(), changed.len());
+        assert_eq!(restored.len(), 2);
         b.restore(restored);
-        b.begin_round();
+        b.begin_round(0);
         let d = b.observe(key(1), reading(1100, 2500, 1, 9)).unwrap();
         assert_eq!((d.bytes_up, d.bytes_down), (100, 500));
         assert!(b.observe(key(2), reading(10, 20, 1, 2)).is_none());
@@ -385,23 +613,49 @@ mod tests {
     #[test]
     fn vanished_entries_are_counted_as_evictions() {
         let mut a = Accountant::new();
-        a.begin_round();
+        a.begin_round(0);
         a.observe(key(1), reading(1, 1, 1, 1));
         a.observe(key(2), reading(1, 1, 1, 1));
         a.end_round();
-        a.take_changes();
-        a.begin_round();
+        a.begin_round(0);
         a.observe(key(1), reading(2, 2, 1, 2));
         assert_eq!(a.end_round(), 1);
         assert_eq!(a.evicted_total, 1);
-        let (_, dropped) = a.take_changes();
-        assert_eq!(dropped, vec![key(2)]);
+        assert_eq!(a.len(), 1);
+        // The vanished cursor is neither persisted nor kept.
+        assert_eq!(snapshot_keys(&a), vec![key(1)]);
+        a.begin_round(0);
+        assert_eq!(a.entries.len(), 1);
+        // Back under the same key later: a new entry, counted from zero.
+        let d = a.observe(key(2), reading(5, 5, 9, 9)).unwrap();
+        assert_eq!((d.bytes_up, d.bytes_down), (5, 5));
+    }
+
+    #[test]
+    fn activity_is_dated_by_the_read_in_which_counters_grew() {
+        // The kernel stamps first and last seen only when it creates the
+        // entry (at 10 here); the reads date the activity.
+        let mut a = Accountant::new();
+        a.begin_round(50);
+        a.observe(key(1), reading(100, 0, 10, 10));
+        assert_eq!(a.deltas().next().unwrap().last_seen_ns, 50);
+        a.end_round();
+        // Grew again: dated by this read.
+        a.begin_round(80);
+        a.observe(key(1), reading(200, 0, 10, 10));
+        a.end_round();
+        // Unchanged since: keeps 80, so it can go idle.
+        a.begin_round(500);
+        assert_eq!(a.observe(key(1), reading(200, 0, 10, 10)), None);
+        a.end_round();
+        assert_eq!(a.idle(100), vec![key(1)]);
+        assert!(a.idle(80).is_empty());
     }
 
     #[test]
     fn idle_removal_counts_the_final_increment() {
         let mut a = Accountant::new();
-        a.begin_round();
+        a.begin_round(0);
         a.observe(key(1), reading(1000, 1000, 1, 10));
         a.end_round();
         assert_eq!(a.idle(11), vec![key(1)]);
@@ -410,6 +664,246 @@ mod tests {
         let d = a.removed(key(1), Some(reading(1100, 1000, 1, 12))).unwrap();
         assert_eq!((d.bytes_up, d.bytes_down), (100, 0));
         assert!(a.is_empty());
+        assert!(a.snapshot().is_empty());
+        // Removing twice counts nothing more.
+        assert!(
+            a.removed(key(1), Some(reading(1100, 1000, 1, 12)))
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn remove_idle_lists_final_increments_with_the_round_deltas() {
+        let mut a = Accountant::new();
+        a.begin_round(0);
+        for p in 1..=4 {
+            a.observe(key(p), reading(100, 100, 1, 10 * p as u64));
+        }
+        a.end_round();
+        a.begin_round(0);
+        // Flows 1 and 2 are idle (last packet before 25); 3 and 4 grew.
+        for p in 1..=4 {
+            let last = 10 * p as u64;
+            let up = if p >= 3 { 150 } else { 100 };
+            a.observe(key(p), reading(up, 100, 1, last));
+        }
+        a.end_round();
+        let mut kernel_final: HashMap<FlowKey, FlowReading> = HashMap::new();
+        // Flow 1 got 7 more bytes before the delete; flow 2 is already gone.
+        kernel_final.insert(key(1), reading(107, 100, 1, 10));
+        let mut asked = Vec::new();
+        let n = a
+            .remove_idle(25, |k| {
+                asked.push(*k);
+                Ok::<_, ()>(kernel_final.get(k).copied())
+            })
+            .unwrap();
+        assert_eq!(n, 2);
+        asked.sort();
+        assert_eq!(asked, vec![key(1), key(2)]);
+        assert_eq!(a.len(), 2);
+        let mut got: Vec<(u16, u64)> = a
+            .deltas()
+            .map(|d| (d.key.device_port, d.bytes_up))
+            .collect();
+        got.sort();
+        // The indices of the round's deltas still name the right flows.
+        assert_eq!(got, vec![(1, 7), (3, 50), (4, 50)]);
+        assert_eq!(snapshot_keys(&a), vec![key(3), key(4)]);
+        // Next round: the removed cursors are gone for good.
+        a.begin_round(0);
+        assert_eq!(a.entries.len(), 2);
+        assert!(a.idle(u64::MAX).iter().all(|k| k.device_port >= 3));
+    }
+
+    #[test]
+    fn a_flow_back_after_our_removal_counts_from_zero() {
+        let mut a = Accountant::new();
+        a.begin_round(0);
+        a.observe(key(1), reading(100, 0, 1, 1));
+        a.end_round();
+        a.removed(key(1), Some(reading(120, 0, 1, 2)));
+        // Recreated by the kernel before the next round drops the cursor:
+        // a new incarnation, not a continuation.
+        let d = a.observe(key(1), reading(30, 0, 5, 5)).unwrap();
+        assert_eq!(d.bytes_up, 30);
+        assert_eq!(a.len(), 1);
+        assert_eq!(snapshot_keys(&a), vec![key(1)]);
+    }
+
+    #[test]
+    fn sorted_deltas_put_each_group_together_and_keep_every_byte() {
+        let mut a = Accountant::with_capacity(4096);
+        a.begin_round(0);
+        let mut sent: HashMap<u16, u64> = HashMap::new();
+        for i in 0..3000u32 {
+            let mut k = key(i as u16);
+            // 37 remote ports, many device ports each.
+            k.remote_port = 1000 + (i % 37) as u16;
+            let up = 1 + (i as u64 * 7919) % 1000;
+            *sent.entry(k.remote_port).or_default() += up;
+            a.observe(k, reading(up, 0, 1, 1));
+        }
+        a.end_round();
+        a.sort_deltas(|k| k.remote_port);
+        let mut seen_groups = Vec::new();
+        let mut sums: HashMap<u16, u64> = HashMap::new();
+        let mut last = None;
+        for d in a.deltas() {
+            if last != Some(d.key.remote_port) {
+                seen_groups.push(d.key.remote_port);
+                last = Some(d.key.remote_port);
+            }
+            *sums.entry(d.key.remote_port).or_default() += d.bytes_up;
+        }
+        // Each group appears in one run.
+        let mut distinct = seen_groups.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert_eq!(distinct.len(), seen_groups.len());
+        assert_eq!(seen_groups.len(), 37);
+        assert_eq!(sums, sent);
+    }
+
+    #[test]
+    fn presized_for_the_kernel_table_it_never_grows() {
+        let mut a = Accountant::with_capacity(5000);
+        let (entries, pending) = (a.entries.capacity(), a.pending.capacity());
+        for round in 0..3u64 {
+            a.begin_round(0);
+            for p in 0..5000u16 {
+                a.observe(key(p), reading(100 * (round + 1), 0, 1, round));
+            }
+            a.end_round();
+        }
+        assert_eq!(a.len(), 5000);
+        assert_eq!(a.deltas().count(), 5000);
+        assert_eq!(a.entries.capacity(), entries);
+        assert_eq!(a.pending.capacity(), pending);
+    }
+
+    #[test]
+    fn chunked_snapshot_restores_like_the_whole() {
+        let mut a = Accountant::new();
+        a.begin_round(0);
+        for p in 0..1000u16 {
+            a.observe(key(p), reading(p as u64, 2 * p as u64, 1, 1));
+        }
+        a.end_round();
+        // One flow vanishes, one is removed: neither is persisted.
+        a.begin_round(0);
+        for p in 1..1000u16 {
+            a.observe(key(p), reading(p as u64 + 1, 2 * p as u64, 1, 2));
+        }
+        a.end_round();
+        a.removed(key(500), None);
+        let mut chunks: Vec<Vec<u8>> = Vec::new();
+        let mut buf = Vec::new();
+        a.write_snapshot(64, &mut buf, |c| {
+            chunks.push(c.to_vec());
+            Ok::<(), ()>(())
+        })
+        .unwrap();
+        assert_eq!(chunks.len(), 998usize.div_ceil(64));
+        assert!(
+            chunks[..chunks.len() - 1]
+                .iter()
+                .all(|c| c.len() == 64 * SNAPSHOT_RECORD)
+        );
+        assert_eq!(chunks.concat(), a.snapshot());
+        let mut b = Accountant::new();
+        let n: usize = chunks.iter().map(|c| b.restore_snapshot(c)).sum();
+        assert_eq!(n, 998);
+        assert_eq!(b.len(), 998);
+        // The restored cursors continue exactly where the old ones stopped.
+        b.begin_round(0);
+        assert!(b.observe(key(7), reading(8, 14, 1, 2)).is_none());
+        let d = b.observe(key(9), reading(20, 18, 1, 3)).unwrap();
+        assert_eq!((d.bytes_up, d.bytes_down), (10, 0));
+        // A sink error stops the writing and is returned.
+        let mut calls = 0;
+        let r = a.write_snapshot(64, &mut buf, |_| {
+            calls += 1;
+            Err("disk full")
+        });
+        assert_eq!((r, calls), (Err("disk full"), 1));
+    }
+
+    /// A kernel table driven at random — traffic, LRU evictions, idle
+    /// removal, restarts from the persisted snapshot — against the
+    /// accountant: every byte is counted once, except what an eviction
+    /// took after the flow's last read.
+    #[test]
+    fn random_traffic_evictions_removals_and_restarts_balance() {
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move |n: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % n
+        };
+        let mut kernel: HashMap<FlowKey, FlowReading> = HashMap::new();
+        // What the accountant last read of each live kernel entry.
+        let mut last_read: HashMap<FlowKey, FlowReading> = HashMap::new();
+        let (mut sent, mut lost, mut counted) = (0u64, 0u64, 0u64);
+        let mut a = Accountant::with_capacity(256);
+        let mut snapshot: Vec<Vec<u8>> = Vec::new();
+        let mut clock = 1u64;
+        for round in 0..400 {
+            clock += 10;
+            for _ in 0..next(40) {
+                let k = key(next(300) as u16);
+                let bytes = 1 + next(1500);
+                let e = kernel.entry(k).or_insert_with(|| FlowReading {
+                    first_seen_ns: clock,
+                    ..Default::default()
+                });
+                e.bytes_up += bytes;
+                e.packets_up += 1;
+                e.last_seen_ns = clock;
+                sent += bytes;
+            }
+            // LRU pressure: the kernel drops an entry on its own.
+            if next(3) == 0 && !kernel.is_empty() {
+                let victims: Vec<FlowKey> = kernel.keys().copied().collect();
+                let k = victims[next(victims.len() as u64) as usize];
+                let r = kernel.remove(&k).unwrap();
+                lost += r.bytes_up - last_read.remove(&k).map_or(0, |l| l.bytes_up);
+            }
+            // A restart: a new process continues from the last window's snapshot.
+            if round % 97 == 50 {
+                a = Accountant::with_capacity(256);
+                for c in &snapshot {
+                    a.restore_snapshot(c);
+                }
+            }
+            // One window.
+            a.begin_round(0);
+            for (k, r) in &kernel {
+                a.observe(*k, *r);
+                last_read.insert(*k, *r);
+            }
+            a.end_round();
+            a.remove_idle(clock.saturating_sub(100), |k| {
+                last_read.remove(k);
+                Ok::<_, ()>(kernel.remove(k))
+            })
+            .unwrap();
+            counted += a.deltas().map(|d| d.bytes_up).sum::<u64>();
+            snapshot.clear();
+            let mut buf = Vec::new();
+            a.write_snapshot(50, &mut buf, |c| {
+                snapshot.push(c.to_vec());
+                Ok::<(), ()>(())
+            })
+            .unwrap();
+        }
+        assert!(lost > 0 && counted > sent / 2);
+        assert_eq!(
+            counted + lost + kernel.values().map(|r| r.bytes_up).sum::<u64>()
+                - last_read.values().map(|r| r.bytes_up).sum::<u64>(),
+            sent
+        );
     }
 
     #[test]

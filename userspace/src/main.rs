@@ -351,6 +351,7 @@ fn real_main() -> Result<()> {
                 for (k, v) in &st.kernel {
                     println!("  {k}: {v}");
                 }
+                print!("{}", st.lists.summary(iot_inspector::time::unix_secs()));
             }
             Ok(())
         }

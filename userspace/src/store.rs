@@ -8,7 +8,8 @@
 //! |---|---|---|
 //! | `windows_5s`, `windows_1m`, `windows_1h` | (start unix s, device MAC) | rmp-serde `Vec<FlowRecord>` |
 //! | `devices` | device MAC | rmp-serde [`DeviceRecord`] |
-//! | `blobs` | name | small state: the accounting cursors of the last window, rule states, evidence |
+//! | `cursors` | chunk number | the accounting cursors of the last window, [`CURSOR_CHUNK_RECORDS`] fixed-width records a chunk |
+//! | `blobs` | name | small state: rule states, evidence (and the cursors as one value, from before `cursors`) |
 //! | `meta` | name | u64 |
 //!
 //! A window and the cursors that produced it are committed in one
@@ -35,8 +36,18 @@ const HOUR: WindowTable = TableDefinition::new("windows_1h");
 const DEVICES: TableDefinition<[u8; 6], &[u8]> = TableDefinition::new("devices");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const BLOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("blobs");
+const CURSORS: TableDefinition<u32, &[u8]> = TableDefinition::new("cursors");
 
+/// Where earlier versions kept every cursor as one value (read on restore,
+/// removed by the next commit).
 const CURSOR_BLOB: &str = "cursors";
+
+/// Cursor records per stored chunk. One value of every cursor (4.6 MB at
+/// 50,000 flows) needed a buffer of it and a page run of the next power of
+/// two (8 MB) in the write transaction; chunks of ~31 KB fit a 32 KB page
+/// and keep the commit's memory small, at ~150 inserts per window instead
+/// of one per flow.
+pub const CURSOR_CHUNK_RECORDS: usize = 340;
 const META_ROLLED_MINUTE: &str = "rolled_minute";
 const META_ROLLED_HOUR: &str = "rolled_hour";
 const META_LAST_WINDOW: &str = "last_window_end";
@@ -122,6 +133,71 @@ impl FlowRecord {
     }
 }
 
+/// A device's records of one window, capped as they come: the same result
+/// as [`merge_records`] when every pushed record has its own remote end,
+/// without holding every record of a flood at once (it keeps at most
+/// 4 × [`MAX_RECORDS_PER_WINDOW`]; smaller ones are summed into "other"
+/// as soon as they cannot be among the largest).
+#[derive(Debug, Default)]
+pub struct CappedRecords {
+    kept: Vec<FlowRecord>,
+    other: Option<FlowRecord>,
+}
+
+impl CappedRecords {
+    pub fn push(&mut self, r: FlowRecord) {
+        self.kept.push(r);
+        if self.kept.len() >= 4 * MAX_RECORDS_PER_WINDOW {
+            // Keep the largest MAX - 1 (the last place is "other"'s).
+            let keep = MAX_RECORDS_PER_WINDOW - 1;
+            self.kept.select_nth_unstable_by(keep, record_order);
+            let other = self.other.get_or_insert_with(other_record);
+            for r in self.kept.drain(keep..) {
+                other.add(&r);
+            }
+        }
+    }
+
+    pub fn finish(mut self) -> Vec<FlowRecord> {
+        self.kept.sort_by(record_order);
+        if self.other.is_none() && self.kept.len() <= MAX_RECORDS_PER_WINDOW {
+            return self.kept;
+        }
+        let mut other = self.other.take().unwrap_or_else(other_record);
+        if self.kept.len() >= MAX_RECORDS_PER_WINDOW {
+            for r in self.kept.drain(MAX_RECORDS_PER_WINDOW - 1..) {
+                other.add(&r);
+            }
+        }
+        self.kept.push(other);
+        self.kept
+    }
+}
+
+/// Largest first; the remote address breaks ties.
+fn record_order(a: &FlowRecord, b: &FlowRecord) -> std::cmp::Ordering {
+    b.bytes()
+        .cmp(&a.bytes())
+        .then(a.remote_ip.cmp(&b.remote_ip))
+}
+
+/// The record that sums what did not fit.
+fn other_record() -> FlowRecord {
+    FlowRecord {
+        device_ip: None,
+        remote_ip: None,
+        proto: 0,
+        remote_port: 0,
+        bytes_up: 0,
+        bytes_down: 0,
+        packets_up: 0,
+        packets_down: 0,
+        flows: 0,
+        name: None,
+        name_source: None,
+    }
+}
+
 /// Merges records with the same remote end, keeps the largest
 /// [`MAX_RECORDS_PER_WINDOW`] and sums the rest into one "other" record.
 pub fn merge_records(records: impl IntoIterator<Item = FlowRecord>) -> Vec<FlowRecord> {
@@ -192,8 +268,27 @@ pub struct WindowCommit {
     pub secs: u64,
     pub per_device: BTreeMap<Mac, Vec<FlowRecord>>,
     pub devices: Vec<DeviceRecord>,
-    /// [`crate::accounting::Accountant::snapshot`] after this window.
+    /// [`crate::accounting::Accountant::snapshot`] after this window (the
+    /// daemon writes chunks instead, with [`Store::commit_window_with`]).
     pub cursors: Option<Vec<u8>>,
+}
+
+/// What writes a window's cursors, chunk by chunk.
+pub type WriteCursors<'a> = dyn FnMut(&mut CursorChunks) -> Result<()> + 'a;
+
+/// Writes the cursor chunks of a window inside its transaction.
+pub struct CursorChunks<'t> {
+    table: redb::Table<'t, u32, &'static [u8]>,
+    next: u32,
+}
+
+impl CursorChunks<'_> {
+    /// Stores the next chunk (at most [`CURSOR_CHUNK_RECORDS`] records).
+    pub fn push(&mut self, chunk: &[u8]) -> Result<()> {
+        self.table.insert(self.next, chunk)?;
+        self.next += 1;
+        Ok(())
+    }
 }
 
 /// How long each tier is kept.
@@ -237,6 +332,7 @@ impl Store {
             tx.open_table(DEVICES)?;
             tx.open_table(META)?;
             tx.open_table(BLOBS)?;
+            tx.open_table(CURSORS)?;
         }
         tx.commit()?;
         Ok(Self { db })
@@ -244,10 +340,26 @@ impl Store {
 
     /// Cursors persisted by the last committed window.
     pub fn cursors(&self) -> Result<Vec<(FlowKey, Cursor)>> {
-        Ok(self
-            .blob(CURSOR_BLOB)?
-            .map(|b| crate::accounting::parse_snapshot(&b))
-            .unwrap_or_default())
+        let mut out = Vec::new();
+        self.for_each_cursor_chunk(|c| out.extend(crate::accounting::snapshot_records(c)))?;
+        Ok(out)
+    }
+
+    /// Hands the cursor chunks persisted by the last committed window to
+    /// `each`, in order, one at a time.
+    pub fn for_each_cursor_chunk(&self, mut each: impl FnMut(&[u8])) -> Result<()> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(CURSORS)?;
+        let mut any = false;
+        for item in t.iter()? {
+            let (_, v) = item?;
+            each(v.value());
+            any = true;
+        }
+        if !any && let Some(b) = tx.open_table(BLOBS)?.get(CURSOR_BLOB)? {
+            each(b.value());
+        }
+        Ok(())
     }
 
     /// Small state kept across restarts (rule states, name bindings),
@@ -270,6 +382,7 @@ impl Store {
     pub fn clear_cursors(&self) -> Result<()> {
         let tx = self.db.begin_write()?;
         tx.open_table(BLOBS)?.remove(CURSOR_BLOB)?;
+        tx.open_table(CURSORS)?.retain(|_, _| false)?;
         tx.commit()?;
         Ok(())
     }
@@ -284,6 +397,30 @@ impl Store {
     /// Writes one window, its devices and cursors, then rolls completed
     /// minutes and hours up and applies retention — all in one transaction.
     pub fn commit_window(&self, w: &WindowCommit, retention: Retention) -> Result<()> {
+        match &w.cursors {
+            Some(all) => self.commit_window_with(
+                w,
+                retention,
+                Some(&mut |chunks: &mut CursorChunks| {
+                    for c in all.chunks(CURSOR_CHUNK_RECORDS * crate::accounting::SNAPSHOT_RECORD) {
+                        chunks.push(c)?;
+                    }
+                    Ok(())
+                }),
+            ),
+            None => self.commit_window_with(w, retention, None),
+        }
+    }
+
+    /// [`Store::commit_window`] with the cursors written by `cursors`, chunk
+    /// by chunk, in the same transaction (`w.cursors` is ignored). With
+    /// `None` the cursors of the last window stay.
+    pub fn commit_window_with(
+        &self,
+        w: &WindowCommit,
+        retention: Retention,
+        cursors: Option<&mut WriteCursors>,
+    ) -> Result<()> {
         let mut tx = self.db.begin_write()?;
         tx.set_durability(Durability::Immediate)?;
         {
@@ -307,8 +444,15 @@ impl Store {
             for d in &w.devices {
                 devices.insert(d.mac.0, rmp_serde::to_vec(d)?.as_slice())?;
             }
-            if let Some(c) = &w.cursors {
-                tx.open_table(BLOBS)?.insert(CURSOR_BLOB, c.as_slice())?;
+            if let Some(write) = cursors {
+                let mut chunks = CursorChunks {
+                    table: tx.open_table(CURSORS)?,
+                    next: 0,
+                };
+                write(&mut chunks)?;
+                // Chunks beyond this window's (it had fewer flows).
+                chunks.table.retain_in(chunks.next.., |_, _| false)?;
+                tx.open_table(BLOBS)?.remove(CURSOR_BLOB)?;
             }
             let mut meta = tx.open_table(META)?;
             let end = w.start + w.secs;
@@ -521,6 +665,122 @@ mod tests {
         let total: u64 = merged.iter().map(|r| r.bytes()).sum();
         assert_eq!(total, 11_000);
         assert!(merged.last().unwrap().remote_ip.is_none());
+    }
+
+    #[test]
+    fn capped_records_as_they_come_match_merging_them_all() {
+        for n in [0usize, 1, 255, 256, 257, 1023, 1024, 1025, 5000] {
+            // Distinct remote ends with distinct sizes, in no particular order.
+            let records: Vec<FlowRecord> = (0..n)
+                .map(|i| {
+                    let j = (i * 7919) % n.max(1);
+                    rec(
+                        &format!("2001:db8::{:x}", j + 1),
+                        443,
+                        10 + j as u64 * 3,
+                        j as u64,
+                    )
+                })
+                .collect();
+            let mut capped = CappedRecords::default();
+            for r in records.iter().cloned() {
+                capped.push(r);
+            }
+            assert_eq!(capped.finish(), merge_records(records), "{n} records");
+        }
+    }
+
+    fn cursor_records(n: u16) -> Vec<u8> {
+        let mut a = crate::accounting::Accountant::new();
+        a.begin_round(0);
+        for p in 0..n {
+            let key = FlowKey {
+                device_mac: [2, 0, 0x5e, 0, 0x53, 1],
+                device_port: p,
+                remote_port: 443,
+                family: 4,
+                proto: 6,
+                ..FlowKey::default()
+            };
+            let r = crate::datapath::FlowReading {
+                bytes_up: p as u64 * 10,
+                first_seen_ns: 1,
+                ..Default::default()
+            };
+            a.observe(key, r);
+        }
+        a.end_round();
+        a.snapshot()
+    }
+
+    #[test]
+    fn cursors_are_stored_in_chunks_with_their_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db.redb")).unwrap();
+        let stored = |store: &Store| {
+            let mut chunks = Vec::new();
+            store
+                .for_each_cursor_chunk(|c| chunks.push(c.to_vec()))
+                .unwrap();
+            chunks
+        };
+        let many = cursor_records(1000);
+        let w = WindowCommit {
+            start: 1_800_000_000,
+            secs: 5,
+            cursors: Some(many.clone()),
+            ..Default::default()
+        };
+        store.commit_window(&w, Retention::default()).unwrap();
+        let chunks = stored(&store);
+        assert_eq!(chunks.len(), 1000usize.div_ceil(CURSOR_CHUNK_RECORDS));
+        assert_eq!(chunks.concat(), many);
+        assert_eq!(
+            store.cursors().unwrap(),
+            crate::accounting::parse_snapshot(&many)
+        );
+        // Fewer flows in the next window: no chunk of the last one is left.
+        let few = cursor_records(10);
+        let w = WindowCommit {
+            start: 1_800_000_005,
+            cursors: Some(few.clone()),
+            ..w
+        };
+        store.commit_window(&w, Retention::default()).unwrap();
+        assert_eq!(stored(&store), vec![few.clone()]);
+        // A window without cursors keeps the last ones; clearing forgets them.
+        let w = WindowCommit {
+            start: 1_800_000_010,
+            cursors: None,
+            ..w
+        };
+        store.commit_window(&w, Retention::default()).unwrap();
+        assert_eq!(stored(&store).concat(), few);
+        store.clear_cursors().unwrap();
+        assert!(stored(&store).is_empty());
+    }
+
+    #[test]
+    fn cursors_of_the_single_value_format_are_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db.redb")).unwrap();
+        let old = cursor_records(500);
+        store.put_blob(CURSOR_BLOB, &old).unwrap();
+        assert_eq!(store.cursors().unwrap().len(), 500);
+        // The next window stores chunks and drops the old value.
+        let new = cursor_records(3);
+        let w = WindowCommit {
+            start: 1_800_000_000,
+            secs: 5,
+            cursors: Some(new.clone()),
+            ..Default::default()
+        };
+        store.commit_window(&w, Retention::default()).unwrap();
+        assert_eq!(store.blob(CURSOR_BLOB).unwrap(), None);
+        assert_eq!(
+            store.cursors().unwrap(),
+            crate::accounting::parse_snapshot(&new)
+        );
     }
 
     #[test]

@@ -457,3 +457,70 @@ fn a_full_flow_table_evicts_and_counts_pressure() {
     assert!(flows.len() <= 4096, "{}", flows.len());
     assert_eq!(l.stat("flows_created"), 5000);
 }
+
+#[test]
+fn the_devices_latest_tcp_sequence_number_is_kept_for_resuming() {
+    // Every run on one CPU, so its slot holds the latest segment.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut set);
+        assert_eq!(
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
+            0
+        );
+    }
+    let mut l = Loaded::new();
+    let seg = |seq: u32, tag: bool| {
+        let mut f = Vec::new();
+        PacketBuilder::ethernet2(DEV, GW)
+            .ipv4(DEV4, SRV4, 64)
+            .tcp(40000, 5601, seq, 64000)
+            .ack(1)
+            .write(&mut f, &[0; 100])
+            .unwrap();
+        if tag {
+            // An 802.1Q tag: parsed from the header copy, not in place.
+            f.splice(12..12, [0x81, 0x00, 0x00, 0x64]);
+        }
+        f
+    };
+    let heads = |l: &Loaded| l.dp.tcp_heads(ip("192.0.2.10").unwrap(), None).unwrap();
+    l.up(&seg(1000, false));
+    assert_eq!(heads(&l), vec![(l.only_flow().0, vec![1000])]);
+    l.up(&seg(0xfedc_ba98, true));
+    assert_eq!(heads(&l)[0].1, vec![0xfedc_ba98]);
+    // The server's segments do not move it.
+    let mut down = Vec::new();
+    PacketBuilder::ethernet2(GW, DEV)
+        .ipv4(SRV4, DEV4, 64)
+        .tcp(5601, 40000, 5, 64000)
+        .ack(1)
+        .write(&mut down, &[0; 10])
+        .unwrap();
+    l.down(&down);
+    assert_eq!(heads(&l)[0].1, vec![0xfedc_ba98]);
+    // Another device address, or only UDP: nothing.
+    assert!(
+        l.dp.tcp_heads(ip("192.0.2.11").unwrap(), None)
+            .unwrap()
+            .is_empty()
+    );
+    l.up(&udp6(&[0; 20], 5353, 5353));
+    assert!(
+        l.dp.tcp_heads(ip("2001:db8:1::10").unwrap(), None)
+            .unwrap()
+            .is_empty()
+    );
+    // A destination-limited lookup.
+    assert_eq!(
+        l.dp.tcp_heads(ip("192.0.2.10").unwrap(), ip("203.0.113.10"))
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(
+        l.dp.tcp_heads(ip("192.0.2.10").unwrap(), ip("203.0.113.99"))
+            .unwrap()
+            .is_empty()
+    );
+}

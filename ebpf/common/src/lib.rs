@@ -17,6 +17,8 @@ pub mod programs {
     pub const EGRESS: &str = "lan_egress";
     /// An empty classifier, the benchmark's baseline.
     pub const BASELINE: &str = "baseline_empty";
+    /// One flow-map lookup and nothing else (bench reference, never attached).
+    pub const LOOKUP_ONLY: &str = "baseline_lookup";
 }
 
 /// Default capacity of the flow table. The kernel evicts the least recently
@@ -101,7 +103,12 @@ pub struct FlowCounters {
     pub tcp_flags: u8,
     /// Payload segments from the device sampled so far (TLS/QUIC/HTTP).
     pub segments_sampled: u8,
-    pub _pad: [u8; 6],
+    pub _pad: [u8; 2],
+    /// TCP sequence number of the device's latest segment on this CPU. While
+    /// a device is blocked its retransmissions carry the oldest unacknowledged
+    /// sequence number, which an ICMP error must quote for the device's TCP
+    /// to stop backing off (RFC 6069) once it is unblocked.
+    pub last_seq_up: u32,
 }
 
 /// Why a sample was taken ([`SampleHeader::reason`]).
@@ -204,7 +211,7 @@ mod tests {
     #[test]
     fn layouts_have_no_hidden_padding() {
         assert_eq!(core::mem::size_of::<FlowKey>(), 16 + 16 + 6 + 2 + 2 + 1 + 1);
-        assert_eq!(core::mem::size_of::<FlowCounters>(), 6 * 8 + 8);
+        assert_eq!(core::mem::size_of::<FlowCounters>(), 6 * 8 + 1 + 1 + 2 + 4);
         assert_eq!(
             core::mem::size_of::<SampleHeader>(),
             8 + 4 + 4 + 2 + 1 + 1 + 4

@@ -12,6 +12,7 @@
 //! | GET | `/v1/catalogue?q=echo` | known products to label a device with |
 //! | GET | `/v1/rules` | rules, their state now, next change, history |
 //! | GET | `/v1/alerts` | new devices, first contacts with advertising/tracking |
+//! | GET | `/v1/lists` | the owner's lists: last download, domains in force, last error |
 //! | POST | `/v1/devices/label` `{mac, label}` | names a device |
 //! | POST | `/v1/devices/confirm_label` `{mac}` | keeps a label despite its warnings |
 //! | POST | `/v1/rules/block`, `/unblock` `{mac}`, `/pause` `{mac, until}` | blocks by hand |
@@ -37,7 +38,7 @@ use tokio::net::UnixListener;
 
 use crate::daemon::{Shared, source_name};
 use crate::dissect::Mac;
-use crate::explain::{Category, Explanation, KnowledgeBase};
+use crate::explain::{Category, Explanation};
 use crate::inventory::ONLINE_SECS;
 use crate::store::{Store, Tier};
 use crate::time::{parse_duration, unix_secs};
@@ -284,7 +285,12 @@ pub fn dispatch(
     }
     let q = parse_query(query);
     match path {
-        "/v1/status" => json(StatusCode::OK, &*shared.status.read().unwrap()),
+        "/v1/status" => {
+            let mut st = shared.status.read().unwrap().clone();
+            st.lists = shared.lists.read().unwrap().clone();
+            json(StatusCode::OK, &st)
+        }
+        "/v1/lists" => json(StatusCode::OK, &*shared.lists.read().unwrap()),
         "/v1/devices" => json(StatusCode::OK, &devices_with_labels(shared, store)),
         "/v1/catalogue" => {
             let q = q.get("q").map(String::as_str).unwrap_or("");
@@ -583,7 +589,7 @@ fn flows(store: &Store, shared: &Shared, q: &HashMap<String, String>) -> Result<
         }
     }
     let mut v: Vec<FlowView> = out.into_values().collect();
-    let kb = KnowledgeBase::builtin();
+    let kb = crate::explain::current();
     let names = shared.names.read().unwrap();
     let now_ns = crate::time::unix_ns();
     for f in &mut v {
@@ -637,7 +643,7 @@ fn series(store: &Store, shared: &Shared, q: &HashMap<String, String>) -> Result
         Tier::Minute => 60,
         Tier::Hour => 3600,
     };
-    let kb = KnowledgeBase::builtin();
+    let kb = crate::explain::current();
     let names = shared.names.read().unwrap();
     let now_ns = crate::time::unix_ns();
     let mut points: BTreeMap<u64, SeriesPoint> = BTreeMap::new();

@@ -16,7 +16,6 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::dissect::{Mac, Observation};
-use crate::explain::KnowledgeBase;
 use crate::rules::nft::{DestinationSets, DeviceAddresses, Enforcer};
 use crate::rules::probe::{ProbeResult, probe};
 use crate::rules::{
@@ -75,6 +74,8 @@ pub struct Control {
     probing: HashMap<Mac, UnixTime>,
     lan_if: String,
     tz_path: PathBuf,
+    /// Blocks lifted by the last applies, not yet taken by the daemon.
+    released: Vec<(IpAddr, Option<IpAddr>)>,
 }
 
 impl Control {
@@ -97,6 +98,7 @@ impl Control {
             probing: HashMap::new(),
             lan_if,
             tz_path,
+            released: Vec::new(),
         }
     }
 
@@ -155,7 +157,9 @@ impl Control {
         else {
             return;
         };
-        let kb = KnowledgeBase::builtin();
+        // The owner's lists count too: an advertising list widens a
+        // rule that blocks advertising.
+        let kb = crate::explain::current();
         for rule in self.rules.rules.iter().filter(|r| r.device == *mac) {
             let Some(filter) = &rule.destinations else {
                 continue;
@@ -247,6 +251,7 @@ impl Control {
         if changed {
             match self.enforcer.apply(&states, &addrs, &self.dests) {
                 Ok(r) => {
+                    self.released.extend(r.released);
                     self.enforce_error = None;
                     self.applied_once = true;
                     self.dests_dirty = false;
@@ -275,6 +280,12 @@ impl Control {
         } else {
             Vec::new()
         }
+    }
+
+    /// (device address, remote when a destination block) unblocked since
+    /// the last call.
+    pub fn take_released(&mut self) -> Vec<(IpAddr, Option<IpAddr>)> {
+        std::mem::take(&mut self.released)
     }
 
     /// The states to remember across a restart.

@@ -10,13 +10,14 @@ pub mod attach;
 pub mod syscall;
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
 use aya::maps::{Map, MapData, PerCpuArray, RingBuf};
 use aya::{Ebpf, EbpfLoader};
-use iot_inspector_common::{FlowCounters, FlowKey, SampleHeader, maps, stat};
+use iot_inspector_common::{FlowCounters, FlowKey, SampleHeader, maps, proto, stat};
 
 pub use attach::Ports;
 
@@ -218,6 +219,59 @@ impl Datapath {
         )
         .context("reading the flow table")?;
         Ok(n)
+    }
+
+    /// The TCP flows of the device at `device` (and only those to `remote`
+    /// when given), each with the distinct sequence numbers of the device's
+    /// latest segment on each CPU (see `rules::resume`).
+    pub fn tcp_heads(
+        &self,
+        device: IpAddr,
+        remote: Option<IpAddr>,
+    ) -> Result<Vec<(FlowKey, Vec<u32>)>> {
+        let key_ip = |ip: IpAddr| match ip {
+            IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+            IpAddr::V6(a) => a.octets(),
+        };
+        let (device, remote) = (key_ip(device), remote.map(key_ip));
+        let ncpus = self.ncpus;
+        let stride = syscall::percpu_stride(size_of::<FlowCounters>());
+        let mut out = Vec::new();
+        syscall::lookup_all_percpu(
+            self.flows_fd()?,
+            FlowKey::SIZE,
+            size_of::<FlowCounters>(),
+            ncpus,
+            512,
+            |k, v| {
+                // SAFETY: FlowKey is plain #[repr(C)] data of FlowKey::SIZE bytes.
+                let key: FlowKey = unsafe { std::ptr::read_unaligned(k.as_ptr().cast()) };
+                if key.proto != proto::TCP
+                    || key.device_ip != device
+                    || remote.is_some_and(|r| key.remote_ip != r)
+                {
+                    return;
+                }
+                let mut seqs = Vec::new();
+                for cpu in 0..ncpus {
+                    let Some(chunk) = v.get(cpu * stride..cpu * stride + size_of::<FlowCounters>())
+                    else {
+                        break;
+                    };
+                    // SAFETY: FlowCounters is plain #[repr(C)] data.
+                    let c: FlowCounters =
+                        unsafe { std::ptr::read_unaligned(chunk.as_ptr().cast()) };
+                    if c.packets_up > 0 && !seqs.contains(&c.last_seq_up) {
+                        seqs.push(c.last_seq_up);
+                    }
+                }
+                if !seqs.is_empty() {
+                    out.push((key, seqs));
+                }
+            },
+        )
+        .context("reading the flow table")?;
+        Ok(out)
     }
 
     /// Removes a flow, returning its counters as they were at removal.

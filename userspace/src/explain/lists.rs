@@ -95,7 +95,8 @@ fn err<T>(msg: impl Into<String>) -> Result<T, ListError> {
     Err(ListError(msg.into()))
 }
 
-fn valid_list_name(n: &str) -> bool {
+/// A list name: letters, digits, `-` and `_`, at most 64 (it names files).
+pub fn valid_list_name(n: &str) -> bool {
     !n.is_empty()
         && n.len() <= 64
         && n.bytes()
@@ -288,7 +289,7 @@ impl KnowledgeBase {
     /// This knowledge base with `lists` laid over it (see the module doc:
     /// domains this base lists itself stay as they are; among lists, later
     /// ones win).
-    pub fn with_lists(&self, lists: &[ParsedList]) -> KnowledgeBase {
+    pub fn with_lists<'a>(&self, lists: impl IntoIterator<Item = &'a ParsedList>) -> KnowledgeBase {
         let mut kb = self.clone();
         for list in lists {
             for org in &list.organisations {
@@ -323,17 +324,66 @@ pub fn save_last_good(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<(
     std::fs::rename(&tmp, cache_path(dir, name))
 }
 
+fn meta_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.meta"))
+}
+
+/// What is known about a last good copy: where it came from and when it
+/// was last fetched (kept next to the copy as `<name>.meta`, JSON).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CopyMeta {
+    pub url: String,
+    /// Unix seconds of the last download that gave this content.
+    pub fetched: u64,
+}
+
+/// Records where list `name`'s last good copy came from and when.
+pub fn save_meta(dir: &Path, name: &str, meta: &CopyMeta) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(".{name}.meta.tmp"));
+    std::fs::write(&tmp, serde_json::to_vec(meta).unwrap_or_default())?;
+    std::fs::rename(&tmp, meta_path(dir, name))
+}
+
+/// The meta record of list `name`'s copy, if there is a readable one.
+pub fn read_meta(dir: &Path, name: &str) -> Option<CopyMeta> {
+    let bytes = std::fs::read(meta_path(dir, name)).ok()?;
+    if bytes.len() > 64 * 1024 {
+        return None;
+    }
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// The last good copy of one list, its bytes and meta record, if there is
+/// one that still validates and came from the list's current URL (a copy
+/// from an address the owner has since changed is not this list any more).
+pub fn load_cached_one(
+    spec: &ListSpec,
+    dir: &Path,
+) -> Option<(ParsedList, Vec<u8>, Option<CopyMeta>)> {
+    if !valid_list_name(&spec.name) {
+        return None;
+    }
+    let meta = read_meta(dir, &spec.name);
+    if meta.as_ref().is_some_and(|m| m.url != spec.url) {
+        return None;
+    }
+    let path = cache_path(dir, &spec.name);
+    if std::fs::metadata(&path).ok()?.len() > MAX_LIST_BYTES as u64 {
+        return None;
+    }
+    let bytes = std::fs::read(path).ok()?;
+    let list = parse(spec, &bytes).ok()?;
+    Some((list, bytes, meta))
+}
+
 /// The configured lists from their last good copies on disk (no network):
 /// for start-up. Lists with no copy, or whose copy no longer validates, are
 /// left out.
 pub fn load_cached(specs: &[ListSpec], dir: &Path) -> Vec<ParsedList> {
     specs
         .iter()
-        .filter(|s| valid_list_name(&s.name))
-        .filter_map(|s| {
-            let bytes = std::fs::read(cache_path(dir, &s.name)).ok()?;
-            parse(s, &bytes).ok()
-        })
+        .filter_map(|s| load_cached_one(s, dir).map(|(list, _, _)| list))
         .collect()
 }
 
@@ -354,7 +404,12 @@ pub async fn update(specs: &[ListSpec], dir: &Path) -> (Vec<ParsedList>, Vec<Upd
     for spec in specs {
         let fresh = match fetch(&spec.url).await {
             Ok(bytes) => parse(spec, &bytes).and_then(|list| {
+                let meta = CopyMeta {
+                    url: spec.url.clone(),
+                    fetched: crate::time::unix_secs(),
+                };
                 save_last_good(dir, &spec.name, &bytes)
+                    .and_then(|()| save_meta(dir, &spec.name, &meta))
                     .map_err(|e| ListError(format!("saving list `{}`: {e}", spec.name)))?;
                 Ok(list)
             }),
@@ -454,39 +509,84 @@ async fn fetch_http(url: &str) -> Result<Vec<u8>, ListError> {
 /// library: `uclient-fetch` on OpenWrt (with its own TLS package), `curl`
 /// elsewhere.
 async fn fetch_with_system_tool(url: &str) -> Result<Vec<u8>, ListError> {
-    let url = url.to_string();
-    tokio::task::spawn_blocking(move || {
-        let timeout = FETCH_TIMEOUT.as_secs().to_string();
-        let output = if Path::new("/bin/uclient-fetch").exists() {
-            std::process::Command::new("uclient-fetch")
-                .args(["-q", "-T", &timeout, "-O", "-", &url])
-                .output()
-        } else {
-            std::process::Command::new("curl")
-                .args(["-fsS", "--max-time", &timeout, "--max-filesize"])
-                .arg(MAX_LIST_BYTES.to_string())
-                .arg(&url)
-                .output()
-        }
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    use std::sync::{Arc, Mutex};
+
+    let timeout = FETCH_TIMEOUT.as_secs().to_string();
+    let mut cmd = if Path::new("/bin/uclient-fetch").exists() {
+        let mut c = Command::new("uclient-fetch");
+        c.args(["-q", "-T", &timeout, "-O", "-", url]);
+        c
+    } else {
+        let mut c = Command::new("curl");
+        c.args(["-fsS", "--max-time", &timeout, "--max-filesize"])
+            .arg(MAX_LIST_BYTES.to_string())
+            .arg(url);
+        c
+    };
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .map_err(|e| ListError(format!("{url}: could not run the system fetcher: {e}")))?;
-        if !output.status.success() {
-            return err(format!(
-                "{url}: fetch failed: {}",
-                String::from_utf8_lossy(&output.stderr).trim()
-            ));
+    let (Some(mut stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        return err(format!("{url}: the system fetcher has no output"));
+    };
+    // The fetcher's own timeout is per network operation (a server that
+    // trickles bytes never trips it), and it has no size limit: both are
+    // enforced here, and the fetcher is killed when either is reached.
+    let child = Arc::new(Mutex::new(child));
+    let reader = {
+        let child = child.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            let read = (&mut stdout)
+                .take(MAX_LIST_BYTES as u64 + 1)
+                .read_to_end(&mut out);
+            if out.len() > MAX_LIST_BYTES {
+                let _ = child.lock().unwrap_or_else(|e| e.into_inner()).kill();
+            }
+            // Waits without holding the lock, so a timeout can still kill.
+            let status = loop {
+                match child.lock().unwrap_or_else(|e| e.into_inner()).try_wait() {
+                    Ok(Some(st)) => break Ok(st),
+                    Ok(None) => {}
+                    Err(e) => break Err(e),
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            let mut msg = String::new();
+            let _ = stderr.take(4096).read_to_string(&mut msg);
+            (read.map(|_| out), status, msg)
+        })
+    };
+    let (out, status, msg) = match tokio::time::timeout(FETCH_TIMEOUT, reader).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => return err(format!("fetch task: {e}")),
+        Err(_) => {
+            // Closing its output ends the reader too.
+            let _ = child.lock().unwrap_or_else(|e| e.into_inner()).kill();
+            return err(format!("{url}: timed out"));
         }
-        if output.stdout.len() > MAX_LIST_BYTES {
-            return err(format!("{url}: larger than {MAX_LIST_BYTES} bytes"));
-        }
-        Ok(output.stdout)
-    })
-    .await
-    .map_err(|e| ListError(format!("fetch task: {e}")))?
+    };
+    let out = out.map_err(|e| ListError(format!("{url}: {e}")))?;
+    if out.len() > MAX_LIST_BYTES {
+        return err(format!("{url}: larger than {MAX_LIST_BYTES} bytes"));
+    }
+    if !status.is_ok_and(|s| s.success()) {
+        return err(format!("{url}: fetch failed: {}", msg.trim()));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::{Arc, Mutex};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     fn spec(name: &str, url: &str, format: ListFormat) -> ListSpec {
@@ -557,14 +657,16 @@ mod tests {
         assert!(parse(&spec("x", "", ListFormat::Json), bad_json).is_err());
     }
 
-    /// Serves `body` with `status` to each connection on 127.0.0.1.
-    async fn serve(status: &'static str, body: &'static [u8]) -> String {
+    /// Serves what `reply` holds (status line, body) to each connection
+    /// on 127.0.0.1.
+    async fn serve(reply: Arc<Mutex<(&'static str, &'static [u8])>>) -> String {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
             while let Ok((mut s, _)) = listener.accept().await {
                 let mut buf = [0u8; 2048];
                 let _ = s.read(&mut buf).await;
+                let (status, body) = *reply.lock().unwrap();
                 let head = format!(
                     "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                     body.len()
@@ -576,31 +678,64 @@ mod tests {
         format!("http://{addr}/lists/ads.txt")
     }
 
+    /// The system fetcher (curl here, which speaks plain HTTP too) gives
+    /// the body, and an error for an error status or an oversized body.
+    #[tokio::test]
+    async fn system_fetcher_is_bounded() {
+        if std::process::Command::new("curl")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            eprintln!("no curl: skipped");
+            return;
+        }
+        let reply = Arc::new(Mutex::new(("200 OK", &b"ads.one.example\n"[..])));
+        let url = serve(reply.clone()).await;
+        assert_eq!(
+            fetch_with_system_tool(&url).await.unwrap(),
+            b"ads.one.example\n"
+        );
+        *reply.lock().unwrap() = ("404 Not Found", b"nope");
+        assert!(fetch_with_system_tool(&url).await.is_err());
+        let big: &'static [u8] = Box::leak(vec![b'a'; MAX_LIST_BYTES + 10].into_boxed_slice());
+        *reply.lock().unwrap() = ("200 OK", big);
+        assert!(fetch_with_system_tool(&url).await.is_err());
+    }
+
     #[tokio::test]
     async fn update_fetches_saves_and_falls_back_to_last_good() {
         let dir = tempfile::tempdir().unwrap();
-        let url = serve("200 OK", b"ads.one.example\nads.two.example\n").await;
+        let reply = Arc::new(Mutex::new((
+            "200 OK",
+            &b"ads.one.example\nads.two.example\n"[..],
+        )));
+        let url = serve(reply.clone()).await;
         let s = spec("ads", &url, ListFormat::Domains);
         let (lists, outcomes) = update(std::slice::from_ref(&s), dir.path()).await;
         assert_eq!(outcomes[0].result, Ok(2));
         assert_eq!(lists[0].domain_count(), 2);
         assert_eq!(load_cached(std::slice::from_ref(&s), dir.path()), lists);
+        assert_eq!(read_meta(dir.path(), "ads").unwrap().url, url);
 
         // The server now returns an error page: the last good copy is used.
-        let broken = serve("500 Internal Server Error", b"oops").await;
-        let s2 = ListSpec {
-            url: broken,
-            ..s.clone()
-        };
-        let (lists2, outcomes2) = update(std::slice::from_ref(&s2), dir.path()).await;
+        *reply.lock().unwrap() = ("500 Internal Server Error", b"oops");
+        let (lists2, outcomes2) = update(std::slice::from_ref(&s), dir.path()).await;
         assert!(outcomes2[0].result.as_ref().unwrap_err().0.contains("500"));
         assert_eq!(lists2, lists);
 
         // Garbage served with 200 is refused and does not replace the copy.
-        let garbage = serve("200 OK", b"<html>\n<p>login</p>\n</html>\n").await;
-        let s3 = ListSpec { url: garbage, ..s };
-        let (lists3, outcomes3) = update(std::slice::from_ref(&s3), dir.path()).await;
+        *reply.lock().unwrap() = ("200 OK", b"<html>\n<p>login</p>\n</html>\n");
+        let (lists3, outcomes3) = update(std::slice::from_ref(&s), dir.path()).await;
         assert!(outcomes3[0].result.is_err());
         assert_eq!(lists3, lists);
+
+        // The owner moved the list to another address: the old copy is not
+        // this list any more.
+        let moved = ListSpec {
+            url: format!("{url}.moved"),
+            ..s
+        };
+        assert!(load_cached(std::slice::from_ref(&moved), dir.path()).is_empty());
     }
 }

@@ -27,10 +27,11 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock, RwLock};
 
 use serde::{Deserialize, Serialize};
 
+pub mod list_updates;
 pub mod lists;
 mod providers;
 
@@ -210,14 +211,40 @@ pub fn valid_domain(d: &str) -> bool {
         && d.split('.').all(|l| !l.is_empty() && l.len() <= 63)
 }
 
+/// The built-in knowledge base, parsed once, shared so that [`current`]
+/// can hand it out without a copy.
+fn builtin_shared() -> &'static Arc<KnowledgeBase> {
+    static KB: OnceLock<Arc<KnowledgeBase>> = OnceLock::new();
+    KB.get_or_init(|| {
+        // The file is ours and tested; failing here is a build defect.
+        Arc::new(
+            KnowledgeBase::from_toml(BUILTIN_TOML)
+                .expect("data/explain/organisations.toml is valid"),
+        )
+    })
+}
+
+/// The knowledge base with the owner's lists laid over it, set by the
+/// daemon's list updates; `None` while no list is in force.
+static CURRENT: RwLock<Option<Arc<KnowledgeBase>>> = RwLock::new(None);
+
+/// The knowledge base in force: the built-in one, with the owner's lists
+/// over it once the daemon has loaded any (see [`lists`]). What the daemon
+/// and the API explain with; cheap (a lock and a reference count).
+pub fn current() -> Arc<KnowledgeBase> {
+    let overlay = CURRENT.read().unwrap_or_else(|e| e.into_inner()).clone();
+    overlay.unwrap_or_else(|| builtin_shared().clone())
+}
+
+/// Puts `kb` in force (`None`: the built-in base alone).
+pub fn set_current(kb: Option<Arc<KnowledgeBase>>) {
+    *CURRENT.write().unwrap_or_else(|e| e.into_inner()) = kb;
+}
+
 impl KnowledgeBase {
     /// The knowledge base built into the binary, parsed once.
     pub fn builtin() -> &'static KnowledgeBase {
-        static KB: OnceLock<KnowledgeBase> = OnceLock::new();
-        KB.get_or_init(|| {
-            // The file is ours and tested; failing here is a build defect.
-            Self::from_toml(BUILTIN_TOML).expect("data/explain/organisations.toml is valid")
-        })
+        builtin_shared()
     }
 
     /// Parses and checks an organisations file: every field present, every

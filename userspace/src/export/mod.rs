@@ -654,6 +654,9 @@ pub fn write<W: Write>(
         sink.put(&Record::Device(d))?;
         summary.devices += 1;
     }
+    // The built-in base only, not the owner's lists: exported and donated
+    // data must mean the same from every router, and a list's name is the
+    // owner's own words.
     let kb = KnowledgeBase::builtin();
     let mut explained: HashMap<String, (Option<String>, Category, bool)> = HashMap::new();
     let mut ids: HashMap<Mac, String> = HashMap::new();

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::{Catalogue, Normalised, kinds_compatible};
-use crate::explain::{Category, KnowledgeBase};
+use crate::explain::Category;
 use crate::identify::{Identity, Kind};
 use crate::store::FlowRecord;
 
@@ -52,10 +52,10 @@ const SINGLE_PURPOSE: &[Kind] = &[
 /// Identification this sure of a kind outweighs a label.
 const SURE: f32 = 0.6;
 
-/// Sums flow records into parties, explained by the built-in knowledge
-/// base (names first, else the address).
+/// Sums flow records into parties, explained by the knowledge base in
+/// force (names first, else the address).
 pub fn parties_of<'a>(records: impl IntoIterator<Item = &'a FlowRecord>) -> Vec<PartySummary> {
-    let kb = KnowledgeBase::builtin();
+    let kb = crate::explain::current();
     let mut sums: BTreeMap<(Option<String>, Category), u64> = BTreeMap::new();
     let mut cache: BTreeMap<String, (Option<String>, Category)> = BTreeMap::new();
     for r in records {

@@ -19,6 +19,7 @@ pub mod config;
 pub mod nft;
 pub mod presence;
 pub mod probe;
+pub mod resume;
 pub mod schedule;
 pub mod time;
 

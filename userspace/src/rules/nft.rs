@@ -9,15 +9,15 @@
 //!     set dest_v6      { type ipv6_addr . ipv6_addr; flags timeout }
 //!     chain forward {
 //!         type filter hook forward priority filter - 10; policy accept;
-//!         ether saddr @blocked_macs counter drop    # device -> anywhere
-//!         ip saddr @blocked_v4 counter drop         # device -> anywhere, by address
-//!         ip daddr @blocked_v4 counter drop         # anywhere -> device
-//!         ip6 saddr @blocked_v6 counter drop
-//!         ip6 daddr @blocked_v6 counter drop
-//!         ip saddr . ip daddr @dest_v4 counter drop # device -> blocked remote
-//!         ip daddr . ip saddr @dest_v4 counter drop # blocked remote -> device
-//!         ip6 saddr . ip6 daddr @dest_v6 counter drop
-//!         ip6 daddr . ip6 saddr @dest_v6 counter drop
+//!         ether saddr @blocked_macs counter reject with icmpx no-route  # device -> anywhere
+//!         ip saddr @blocked_v4 counter reject …     # device -> anywhere, by address
+//!         ip daddr @blocked_v4 counter reject …     # anywhere -> device
+//!         ip6 saddr @blocked_v6 counter reject …
+//!         ip6 daddr @blocked_v6 counter reject …
+//!         ip saddr . ip daddr @dest_v4 counter reject … # device -> blocked remote
+//!         ip daddr . ip saddr @dest_v4 counter reject … # blocked remote -> device
+//!         ip6 saddr . ip6 daddr @dest_v6 counter reject …
+//!         ip6 daddr . ip6 saddr @dest_v6 counter reject …
 //!     }
 //! }
 //! ```
@@ -44,6 +44,18 @@
 //!   is in the flowtable its packets skip the forward hook entirely. Dropping
 //!   before fw4 sees the packet keeps blocked connections from being
 //!   offloaded again.
+//! - **Reject with ICMP "no route"** (`icmpx no-route`: ICMP net
+//!   unreachable, ICMPv6 no route), not a silent drop. A TCP sender whose
+//!   segments vanish backs its retransmission timer off exponentially, so
+//!   after an unblock an open transfer would sit idle for seconds. RFC 6069
+//!   (TCP-LD, in Linux for IPv4 and IPv6) has a sender that gets these
+//!   errors for its retransmissions undo that backoff, so it keeps probing
+//!   at its base RTO while blocked and resumes within a fraction of a
+//!   second of the unblock. It also tells a device's apps at once that the
+//!   network is gone instead of letting them hang. The kernel rate-limits
+//!   these errors (`net.ipv4.icmp_ratelimit`, ~1/s per host after a burst
+//!   of 6; IPv6 allows more for /64 routes), which bounds both their cost
+//!   and, on a long IPv4 block, how far the backoff can grow back.
 //! - **Connections open before a block are cut** by deleting their conntrack
 //!   entries, which also removes their flowtable (offload) entries; without
 //!   this an offloaded connection would keep flowing past our chain.
@@ -71,8 +83,8 @@ use nftables::expr::{Elem, Expression, NamedExpression, Payload, PayloadField};
 use nftables::schema::{
     Chain, Element, NfListObject, Nftables, Rule, Set, SetFlag, SetType, SetTypeValue, Table,
 };
-use nftables::stmt::{Counter, Match, Operator, Statement};
-use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
+use nftables::stmt::{Counter, Match, Operator, Reject, RejectType, Statement};
+use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook, RejectCode};
 use serde::{Deserialize, Serialize};
 
 use super::RuleState;
@@ -133,6 +145,10 @@ pub struct ApplyReport {
     /// Addresses and pairs blocked now that were not before, whose
     /// connections were cut.
     pub newly_blocked: Vec<String>,
+    /// (device address, remote address for a destination block) no longer
+    /// blocked since the last apply: their open transfers can be nudged
+    /// back into motion (see `rules::resume`).
+    pub released: Vec<(IpAddr, Option<IpAddr>)>,
     /// Conntrack entries deleted.
     pub conntrack_deleted: u64,
     /// Problems cutting connections (the block itself is in force).
@@ -419,7 +435,10 @@ impl Desired {
                         op: Operator::EQ,
                     }),
                     Statement::Counter(Counter::Anonymous(None)),
-                    Statement::Drop(None),
+                    Statement::Reject(Some(Reject::new(
+                        Some(RejectType::ICMPX),
+                        Some(RejectCode::NoRoute),
+                    ))),
                 ]
                 .into(),
                 comment: Some(comment.into()),
@@ -581,6 +600,14 @@ impl Enforcer {
             }
         }
         report.newly_blocked = new.iter().map(|k| k.to_string()).collect();
+        report.released = self
+            .applied
+            .difference(&keys)
+            .map(|k| match k {
+                CutKey::Addr(a) => (*a, None),
+                CutKey::Pair(a, r) => (*a, Some(*r)),
+            })
+            .collect();
         self.applied = keys;
         Ok(report)
     }
