@@ -16,6 +16,7 @@
 
 pub mod announce;
 pub mod home;
+pub mod vm;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -38,6 +38,10 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "clang",
     "llvm",
     "busybox",
+    // The flow-offload VM test (tests/tests/offload_vm.rs): qemu, and kmod
+    // for depmod/modprobe of Debian's kernel modules.
+    "qemu-system-x86",
+    "kmod",
 ];
 
 /// Programs whose presence shows the packages above are installed.
@@ -63,6 +67,8 @@ const PROBES: &[&str] = &[
     "clang",
     "llvm-ar",
     "busybox",
+    "qemu-system-x86_64",
+    "depmod",
 ];
 
 /// Where bpf-linker is built and kept between runs.
@@ -80,6 +86,7 @@ pub fn needed() -> bool {
     !PROBES.iter().all(|p| have(p))
         || !bpf_linker_bin().join("bpf-linker").exists()
         || !nightly_has_rust_src()
+        || !vm_kernel_ready()
 }
 
 pub fn ensure() -> Result<()> {
@@ -94,6 +101,7 @@ fn run_setup() -> Result<()> {
     debian_packages()?;
     rust_src()?;
     bpf_linker()?;
+    vm_kernel()?;
     eprintln!("setup: everything is in place");
     Ok(())
 }
@@ -199,4 +207,96 @@ fn bpf_linker() -> Result<()> {
             .arg(&prefix)
             .env("LLVM_PREFIX", &prefix),
     )
+}
+
+/// Where Debian's kernel and static busybox for the flow-offload VM test
+/// are unpacked (the same path as `iot_inspector_lab::vm::cache_dir`).
+pub fn vm_dir() -> PathBuf {
+    if let Some(p) = std::env::var_os("IOT_INSPECTOR_VM_DIR") {
+        return p.into();
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
+    PathBuf::from(home).join(".cache/iot-inspector/vm")
+}
+
+fn vm_kernel_ready() -> bool {
+    let dir = vm_dir();
+    dir.join("busybox/busybox").exists()
+        && std::fs::read_to_string(dir.join("kernel/version")).is_ok_and(|v| {
+            let v = v.trim();
+            dir.join(format!("kernel/boot/vmlinuz-{v}")).exists()
+                && dir
+                    .join(format!("kernel/lib/modules/{v}/modules.dep"))
+                    .exists()
+        })
+}
+
+/// Debian's kernel (it has `nf_flow_table`, this machine's may not) and
+/// busybox-static, downloaded with apt and unpacked with dpkg-deb, never
+/// installed: `linux-image-amd64` names the versioned package to fetch.
+fn vm_kernel() -> Result<()> {
+    if vm_kernel_ready() {
+        return Ok(());
+    }
+    let out = Command::new("apt-cache")
+        .args(["depends", "linux-image-amd64"])
+        .output()
+        .context("running apt-cache")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let package = text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("Depends:"))
+        .map(str::trim)
+        .find(|p| p.starts_with("linux-image-") && p.ends_with("-amd64"))
+        .with_context(|| {
+            format!("no versioned kernel in `apt-cache depends linux-image-amd64`: {text}")
+        })?
+        .to_string();
+    let version = package.trim_start_matches("linux-image-").to_string();
+    let dir = vm_dir();
+    let download = dir.join("download");
+    let _ = std::fs::remove_dir_all(&download);
+    std::fs::create_dir_all(&download)?;
+    util::run(
+        Command::new("apt-get")
+            .args(["download", &package, "busybox-static"])
+            .current_dir(&download),
+    )?;
+    let deb = |prefix: &str| -> Result<PathBuf> {
+        std::fs::read_dir(&download)?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .find(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(prefix) && n.ends_with(".deb"))
+            })
+            .with_context(|| format!("apt-get download left no {prefix}*.deb"))
+    };
+    let kernel = dir.join("kernel");
+    let busybox = dir.join("busybox");
+    let unpacked = download.join("busybox-static");
+    for d in [&kernel, &busybox] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+    std::fs::create_dir_all(&busybox)?;
+    util::run(
+        Command::new("dpkg-deb")
+            .arg("-x")
+            .arg(deb(&format!("{package}_"))?)
+            .arg(&kernel),
+    )?;
+    util::run(
+        Command::new("dpkg-deb")
+            .arg("-x")
+            .arg(deb("busybox-static_")?)
+            .arg(&unpacked),
+    )?;
+    std::fs::copy(unpacked.join("bin/busybox"), busybox.join("busybox"))?;
+    // The package's postinst would run depmod; the VM's init needs modules.dep.
+    util::run(Command::new("depmod").arg("-b").arg(&kernel).arg(&version))?;
+    // Written last: its presence says the unpacking finished.
+    std::fs::write(kernel.join("version"), format!("{version}\n"))?;
+    std::fs::remove_dir_all(&download)?;
+    Ok(())
 }

@@ -208,6 +208,11 @@ fn copy_headers(ctx: &TcContext) -> Option<Hdr> {
     if n > HDR {
         n = HDR;
     }
+    // Checked on an opaque copy right before the helper: LLVM spilled `n`
+    // before the check, and older verifiers (Debian's 6.1) do not carry a
+    // bound learnt on a register over to its spilled copy ("R3 min value
+    // is outside of the allowed memory range").
+    let n = core::hint::black_box(n);
     if n < 14 {
         return None;
     }
@@ -752,7 +757,11 @@ fn sample(ctx: &TcContext, dir: u8, why: u8) {
     if n > SAMPLE_BYTES {
         n = SAMPLE_BYTES;
     }
-    if n == 0 {
+    // `< 14` rather than `== 0`: older verifiers (Debian's 6.1) learn no
+    // lower bound from `!= 0`, and bpf_skb_load_bytes' length must be
+    // provably non-zero. No frame shorter than an Ethernet header is worth
+    // sampling anyway.
+    if n < 14 {
         return;
     }
     let header = SampleHeader {
