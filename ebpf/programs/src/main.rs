@@ -291,6 +291,11 @@ fn parse_direct(ctx: &TcContext, dir: u8, p: &mut Parsed) -> bool {
         return false; // a flooded group frame: `parse` skips and counts it
     }
     let ethertype = u16::from_be(unsafe { load(data, 12) });
+    // A tag the NIC (or the kernel's receive path) moved into metadata
+    // leaves the frame untagged: still the fast path, still counted.
+    if unsafe { (*ctx.skb.skb).vlan_present } != 0 {
+        bump(stat::VLAN_TAGGED, 1);
+    }
     let l3_len = ctx.len() as u64 - 14;
     let gso_segs = unsafe { (*ctx.skb.skb).gso_segs } as u64;
     let key: *mut FlowKey = &mut p.key;
