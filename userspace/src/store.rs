@@ -321,7 +321,7 @@ impl Store {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
         let db = Database::builder()
-            .set_cache_size(4 << 20)
+            .set_cache_size(1 << 20)
             .create(path)
             .with_context(|| format!("opening the database {}", path.display()))?;
         let tx = db.begin_write()?;

@@ -33,6 +33,19 @@ pub fn run(args: &Args) -> Result<()> {
     let want = |name: &str| args.filter.as_deref().is_none_or(|f| name.contains(f));
     if ["ebpf", "throughput", "daemon"].iter().any(|n| want(n)) {
         let mut cmd = Command::new("cargo");
+        if want("daemon") {
+            // The daemon is also measured as it ships: the router profile
+            // (opt-level z, LTO, stripped), built for this machine.
+            util::run(
+                Command::new("cargo")
+                    .args(["build", "--profile", "router", "-p", "iot-inspector"])
+                    .current_dir(util::root()),
+            )?;
+            cmd.env(
+                "IOT_INSPECTOR_ROUTER_BIN",
+                build::target_dir().join("router/iot-inspector"),
+            );
+        }
         cmd.args([
             "bench",
             "-p",
