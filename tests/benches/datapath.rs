@@ -155,7 +155,7 @@ fn iperf_mbps(lab: &mut Lab, port: u16) -> Result<f64> {
         .device("cam")
         .ns
         .cmd("iperf3")
-        .args(["-c", SERVER_V4, "-p", &port.to_string(), "-t", "4", "-J"])
+        .args(["-c", SERVER_V4, "-p", &port.to_string(), "-t", "6", "-J"])
         .output()?;
     let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     Ok(v["end"]["sum_received"]["bits_per_second"]
@@ -185,14 +185,17 @@ fn throughput() -> Result<serde_json::Value> {
     // The floor: an empty TC program on the same hooks.
     let mut empty = Vec::new();
     let mut port = 7000;
-    for _ in 0..3 {
+    // Five rounds of the four variants, alternating, so that drift in the
+    // machine's load spreads over all of them; medians.
+    for _ in 0..5 {
         without.push(iperf_mbps(&mut lab, port)?);
         port += 1;
         let held = attach_empty(&lab)?;
         empty.push(iperf_mbps(&mut lab, port)?);
         port += 1;
         drop(held);
-        let daemon = lab.start_daemon(&[])?;
+        // The default 5-second window, as on a router.
+        let daemon = lab.start_daemon(&["--window", "5"])?;
         with.push(iperf_mbps(&mut lab, port)?);
         port += 1;
         unsafe { libc::kill(daemon.pid(), libc::SIGSTOP) };
@@ -207,7 +210,7 @@ fn throughput() -> Result<serde_json::Value> {
         median(paused.clone()),
         median(empty.clone()),
     );
-    println!("\niperf3 TCP through gw (median of 3 × 4 s):");
+    println!("\niperf3 TCP through gw (median of 5 × 6 s):");
     println!("  without the programs {wo:>8.0} Mbit/s   {without:?}");
     println!("  with the programs    {w:>8.0} Mbit/s   {with:?}");
     println!("  ratio                {:>8.3}", w / wo);
