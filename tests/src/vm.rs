@@ -217,7 +217,9 @@ ln -sf /proc/self/fd $R/dev/fd
 ln -sf /proc/self/fd/0 $R/dev/stdin
 ln -sf /proc/self/fd/1 $R/dev/stdout
 ln -sf /proc/self/fd/2 $R/dev/stderr
-for d in /tmp /run /var/tmp; do mount -t tmpfs tmpfs $R$d; done
+# /tmp stays the host's (through the overlay): a checkout there (CI
+# clones into temp directories) must be visible to the guest.
+for d in /run /var/tmp; do mount -t tmpfs tmpfs $R$d; done
 mount -t bpf bpf $R/sys/fs/bpf
 mount -t cgroup2 cgroup2 $R/sys/fs/cgroup 2>/dev/null
 mkdir -p "$R/lib/modules/$KVER" "$R$OUT"
