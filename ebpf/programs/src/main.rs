@@ -316,14 +316,10 @@ fn parse_direct(ctx: &TcContext, dir: u8, p: &mut Parsed) -> bool {
             return false;
         }
         let tot_len = u16::from_be_bytes([w0[2], w0[3]]) as u64;
-        ip_bytes = if tot_len == 0 || gso_segs > 1 {
-            l3_len
-        } else {
-            if tot_len < 20 || tot_len > l3_len {
-                return false;
-            }
-            tot_len
+        let Some(n) = ip_bytes_of(tot_len, tot_len, 20, l3_len, gso_segs) else {
+            return false;
         };
+        ip_bytes = n;
         l4_proto = w2[1];
         let addrs: [u32; 2] = unsafe { [load(data, 26), load(data, 30)] };
         // ::ffff:a.b.c.d
@@ -349,14 +345,10 @@ fn parse_direct(ctx: &TcContext, dir: u8, p: &mut Parsed) -> bool {
             return false;
         }
         let payload_len = u16::from_be_bytes([w1[0], w1[1]]) as u64;
-        ip_bytes = if payload_len == 0 || gso_segs > 1 {
-            l3_len
-        } else {
-            if 40 + payload_len > l3_len {
-                return false;
-            }
-            40 + payload_len
+        let Some(n) = ip_bytes_of(payload_len, 40 + payload_len, 40, l3_len, gso_segs) else {
+            return false;
         };
+        ip_bytes = n;
         l4_proto = w1[2];
         let addrs: [[u64; 2]; 2] = unsafe {
             [
@@ -420,6 +412,31 @@ fn parse_direct(ctx: &TcContext, dir: u8, p: &mut Parsed) -> bool {
     }
     p.key.proto = l4_proto;
     let hdrs = (l4 - 14 + l4_hlen) as u64;
+    set_size(p, ip_bytes, hdrs, gso_segs);
+    p.payload_len = ip_bytes.saturating_sub(hdrs) as u32;
+    p.payload_off = (l4 + l4_hlen) as u16;
+    true
+}
+
+/// IP-layer bytes of one packet: `total` (from the header's length
+/// `field`) when it is plausible, the skb's own length when the field is 0
+/// (BIG TCP) or the skb is a GSO super-packet; `None` for a header that
+/// claims fewer than `min` or more bytes than the skb holds.
+#[inline(always)]
+fn ip_bytes_of(field: u64, total: u64, min: u64, l3_len: u64, gso_segs: u64) -> Option<u64> {
+    if field == 0 || gso_segs > 1 {
+        return Some(l3_len);
+    }
+    if total < min || total > l3_len {
+        return None;
+    }
+    Some(total)
+}
+
+/// Bytes and packets as they crossed the wire: a GSO super-packet counts
+/// every segment, each with its own `hdrs` bytes of headers.
+#[inline(always)]
+fn set_size(p: &mut Parsed, ip_bytes: u64, hdrs: u64, gso_segs: u64) {
     if gso_segs > 1 {
         p.bytes = ip_bytes + (gso_segs - 1) * hdrs;
         p.packets = gso_segs;
@@ -427,9 +444,6 @@ fn parse_direct(ctx: &TcContext, dir: u8, p: &mut Parsed) -> bool {
         p.bytes = ip_bytes;
         p.packets = 1;
     }
-    p.payload_len = ip_bytes.saturating_sub(hdrs) as u32;
-    p.payload_off = (l4 + l4_hlen) as u16;
-    true
 }
 
 /// Fills `p` from the frame; `None` when its headers are malformed.
@@ -494,15 +508,7 @@ fn parse(ctx: &TcContext, dir: u8, p: &mut Parsed) -> Option<()> {
             set_v4_mapped(&mut p.key.device_ip, addrs[dev_at]);
             set_v4_mapped(&mut p.key.remote_ip, addrs[rem_at]);
             p.key.family = family::IPV4;
-            // BIG TCP GSO packets carry tot_len 0; fall back to the skb length.
-            ip_bytes = if tot_len == 0 || gso_segs > 1 {
-                l3_len
-            } else {
-                if tot_len < ihl as u64 || tot_len > l3_len {
-                    return None;
-                }
-                tot_len
-            };
+            ip_bytes = ip_bytes_of(tot_len, tot_len, ihl as u64, l3_len, gso_segs)?;
             if frag & 0x3fff != 0 {
                 bump(stat::FRAGMENTS, 1);
             }
@@ -519,14 +525,7 @@ fn parse(ctx: &TcContext, dir: u8, p: &mut Parsed) -> Option<()> {
             p.key.device_ip = h.bytes(l3 + 8 + 16 * dev_at)?;
             p.key.remote_ip = h.bytes(l3 + 8 + 16 * rem_at)?;
             p.key.family = family::IPV6;
-            ip_bytes = if payload_len == 0 || gso_segs > 1 {
-                l3_len
-            } else {
-                if 40 + payload_len > l3_len {
-                    return None;
-                }
-                40 + payload_len
-            };
+            ip_bytes = ip_bytes_of(payload_len, 40 + payload_len, 40, l3_len, gso_segs)?;
             let mut off = l3 + 40;
             let mut first_fragment = true;
             let mut done = false;
@@ -627,13 +626,7 @@ fn parse(ctx: &TcContext, dir: u8, p: &mut Parsed) -> Option<()> {
     }
 
     let hdrs = ((l4 - l3) + l4_hlen) as u64;
-    if gso_segs > 1 {
-        p.bytes = ip_bytes + (gso_segs - 1) * hdrs;
-        p.packets = gso_segs;
-    } else {
-        p.bytes = ip_bytes;
-        p.packets = 1;
-    }
+    set_size(p, ip_bytes, hdrs, gso_segs);
     if l4_hlen > 0 {
         p.payload_len = ip_bytes.saturating_sub(hdrs) as u32;
     }

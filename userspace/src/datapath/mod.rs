@@ -48,15 +48,8 @@ pub struct FlowReading {
 impl FlowReading {
     /// Sums the per-CPU values of one map entry.
     pub fn from_percpu(bytes: &[u8], ncpus: usize) -> Self {
-        let stride = syscall::percpu_stride(std::mem::size_of::<FlowCounters>());
         let mut r = FlowReading::default();
-        for cpu in 0..ncpus {
-            let Some(chunk) = bytes.get(cpu * stride..cpu * stride + size_of::<FlowCounters>())
-            else {
-                break;
-            };
-            // SAFETY: FlowCounters is plain #[repr(C)] data; any bytes are valid.
-            let c: FlowCounters = unsafe { std::ptr::read_unaligned(chunk.as_ptr().cast()) };
+        for c in per_cpu(bytes, ncpus) {
             r.bytes_up += c.bytes_up;
             r.bytes_down += c.bytes_down;
             r.packets_up += c.packets_up;
@@ -69,6 +62,18 @@ impl FlowReading {
         }
         r
     }
+}
+
+/// Each CPU's counters in one per-CPU map value (the kernel pads every
+/// CPU's slot to 8 bytes).
+fn per_cpu(bytes: &[u8], ncpus: usize) -> impl Iterator<Item = FlowCounters> + '_ {
+    let size = size_of::<FlowCounters>();
+    let stride = syscall::percpu_stride(size);
+    (0..ncpus).map_while(move |cpu| {
+        let chunk = bytes.get(cpu * stride..cpu * stride + size)?;
+        // SAFETY: FlowCounters is plain #[repr(C)] data; any bytes are valid.
+        Some(unsafe { std::ptr::read_unaligned(chunk.as_ptr().cast()) })
+    })
 }
 
 /// A sample as read from the ring buffer.
@@ -203,22 +208,8 @@ impl Datapath {
 
     /// Reads every flow; `each` gets the key and the CPU-summed counters.
     pub fn read_flows(&self, mut each: impl FnMut(FlowKey, FlowReading)) -> Result<usize> {
-        let fd = self.flows_fd()?;
         let ncpus = self.ncpus;
-        let n = syscall::lookup_all_percpu(
-            fd,
-            FlowKey::SIZE,
-            size_of::<FlowCounters>(),
-            ncpus,
-            512,
-            |k, v| {
-                // SAFETY: FlowKey is plain #[repr(C)] data of FlowKey::SIZE bytes.
-                let key: FlowKey = unsafe { std::ptr::read_unaligned(k.as_ptr().cast()) };
-                each(key, FlowReading::from_percpu(v, ncpus));
-            },
-        )
-        .context("reading the flow table")?;
-        Ok(n)
+        self.each_flow(|key, v| each(key, FlowReading::from_percpu(v, ncpus)))
     }
 
     /// The TCP flows of the device at `device` (and only those to `remote`
@@ -235,43 +226,42 @@ impl Datapath {
         };
         let (device, remote) = (key_ip(device), remote.map(key_ip));
         let ncpus = self.ncpus;
-        let stride = syscall::percpu_stride(size_of::<FlowCounters>());
         let mut out = Vec::new();
+        self.each_flow(|key, v| {
+            if key.proto != proto::TCP
+                || key.device_ip != device
+                || remote.is_some_and(|r| key.remote_ip != r)
+            {
+                return;
+            }
+            let mut seqs = Vec::new();
+            for c in per_cpu(v, ncpus) {
+                if c.packets_up > 0 && !seqs.contains(&c.last_seq_up) {
+                    seqs.push(c.last_seq_up);
+                }
+            }
+            if !seqs.is_empty() {
+                out.push((key, seqs));
+            }
+        })?;
+        Ok(out)
+    }
+
+    /// Every entry of the flow map: its key and its raw per-CPU values.
+    fn each_flow(&self, mut each: impl FnMut(FlowKey, &[u8])) -> Result<usize> {
         syscall::lookup_all_percpu(
             self.flows_fd()?,
             FlowKey::SIZE,
             size_of::<FlowCounters>(),
-            ncpus,
+            self.ncpus,
             512,
             |k, v| {
                 // SAFETY: FlowKey is plain #[repr(C)] data of FlowKey::SIZE bytes.
                 let key: FlowKey = unsafe { std::ptr::read_unaligned(k.as_ptr().cast()) };
-                if key.proto != proto::TCP
-                    || key.device_ip != device
-                    || remote.is_some_and(|r| key.remote_ip != r)
-                {
-                    return;
-                }
-                let mut seqs = Vec::new();
-                for cpu in 0..ncpus {
-                    let Some(chunk) = v.get(cpu * stride..cpu * stride + size_of::<FlowCounters>())
-                    else {
-                        break;
-                    };
-                    // SAFETY: FlowCounters is plain #[repr(C)] data.
-                    let c: FlowCounters =
-                        unsafe { std::ptr::read_unaligned(chunk.as_ptr().cast()) };
-                    if c.packets_up > 0 && !seqs.contains(&c.last_seq_up) {
-                        seqs.push(c.last_seq_up);
-                    }
-                }
-                if !seqs.is_empty() {
-                    out.push((key, seqs));
-                }
+                each(key, v);
             },
         )
-        .context("reading the flow table")?;
-        Ok(out)
+        .context("reading the flow table")
     }
 
     /// Removes a flow, returning its counters as they were at removal.
