@@ -18,7 +18,7 @@ use aya::programs::{LinkOrder, SchedClassifier, TcAttachType, TestRun, TestRunOp
 use etherparse::PacketBuilder;
 use iot_inspector::datapath::{Datapath, LoadOptions};
 use iot_inspector_common::programs;
-use iot_inspector_lab::{DeviceSpec, Lab, SERVER_V4, bpf_object, home};
+use iot_inspector_lab::{CAMERA, Lab, SERVER_V4, bpf_object, home};
 use serde_json::json;
 
 const REPEAT: u32 = 1_000_000;
@@ -170,12 +170,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn throughput() -> Result<serde_json::Value> {
-    let mut lab = Lab::new(&[DeviceSpec {
-        name: "cam",
-        mac: "2c:aa:8e:10:00:01",
-        host: 10,
-        vlan: None,
-    }])?;
+    let mut lab = Lab::new(&[CAMERA])?;
     let mut with = Vec::new();
     let mut without = Vec::new();
     // The programs stay attached (TCX links are pinned) while the daemon is
@@ -312,16 +307,8 @@ fn daemon_at_active_flows(
 }
 
 fn daemon_run(flows: u32, label: &str) -> Result<serde_json::Value> {
-    let mut lab = Lab::new(&[DeviceSpec {
-        name: "cam",
-        mac: "2c:aa:8e:10:00:01",
-        host: 10,
-        vlan: None,
-    }])?;
-    std::fs::write(
-        lab.dir.join("config"),
-        "config iot-inspector 'main'\n\tlist lan 'br-lan'\n\toption flow_table_size '65536'\n\toption window '5'\n",
-    )?;
+    let mut lab = Lab::new(&[CAMERA])?;
+    lab.write_config("\toption flow_table_size '65536'\n\toption window '5'\n")?;
     // The default 5-second window, as on a router.
     let daemon = lab.start_daemon(&["--window", "5"])?;
     // Start-up has its own peak: aya's loader parses the kernel's BTF

@@ -192,6 +192,14 @@ pub struct DeviceSpec {
     pub vlan: Option<u16>,
 }
 
+/// The camera most tests and benches put in the home (host .10).
+pub const CAMERA: DeviceSpec = DeviceSpec {
+    name: "cam",
+    mac: "2c:aa:8e:10:00:01",
+    host: 10,
+    vlan: None,
+};
+
 /// The simulated home.
 pub struct Lab {
     pub id: String,
@@ -369,6 +377,16 @@ impl Lab {
 
     pub fn database(&self) -> PathBuf {
         self.dir.join("db.redb")
+    }
+
+    /// Writes the daemon's config: the main section on `br-lan`, plus
+    /// `options` (lines like "\toption window '5'\n").
+    pub fn write_config(&self, options: &str) -> Result<()> {
+        std::fs::write(
+            self.dir.join("config"),
+            format!("config iot-inspector 'main'\n\tlist lan 'br-lan'\n{options}"),
+        )?;
+        Ok(())
     }
 }
 
@@ -729,10 +747,7 @@ impl Lab {
             .open(&log)?;
         let config = self.dir.join("config");
         if !config.exists() {
-            std::fs::write(
-                &config,
-                "config iot-inspector 'main'\n\tlist lan 'br-lan'\n",
-            )?;
+            self.write_config("")?;
         }
         let socket = self.socket();
         let mut cmd = self.gw.cmd(bin.to_str().unwrap());

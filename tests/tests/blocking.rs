@@ -9,12 +9,7 @@ use iot_inspector::rules::nft::{TableState, parse_table};
 use iot_inspector_lab::home::{self, Meter};
 use iot_inspector_lab::{Daemon, DeviceSpec, Lab, SERVER_V4, SERVER_V6, within};
 
-const CAM: DeviceSpec = DeviceSpec {
-    name: "cam",
-    mac: "2c:aa:8e:10:00:01",
-    host: 10,
-    vlan: None,
-};
+const CAM: DeviceSpec = iot_inspector_lab::CAMERA;
 const PHONE: DeviceSpec = DeviceSpec {
     name: "phone",
     mac: "da:a1:19:10:00:05",
@@ -60,16 +55,8 @@ fn mac_blocked(lab: &Lab, mac: &str) -> bool {
         .is_some_and(|t| t.blocked_macs.iter().any(|m| m.to_string() == mac))
 }
 
-fn write_config(lab: &Lab, extra: &str) -> Result<()> {
-    std::fs::write(
-        lab.dir.join("config"),
-        format!("config iot-inspector 'main'\n\tlist lan 'br-lan'\n{extra}"),
-    )?;
-    Ok(())
-}
-
 fn start(lab: &mut Lab, extra: &str) -> Result<Daemon> {
-    write_config(lab, extra)?;
+    lab.write_config(extra)?;
     lab.start_daemon(&[])
 }
 
@@ -327,9 +314,7 @@ fn schedules_follow_a_controllable_clock_across_midnight_dst_and_restarts() -> R
     let set_clock = |t: i64| std::fs::write(&clock, t.to_string()).unwrap();
     // Monday 2026-03-23 20:59 CET.
     set_clock(cet(2026, 3, 23, 20, 59, false));
-    write_config(
-        &lab,
-        &format!(
+    lab.write_config(&format!(
             "config rule 'night'\n\toption device '{cam_mac}'\n\tlist schedule 'mon-fri 21:00-07:00'\n\tlist schedule 'sat 23:00-04:00'\n"
         ),
     )?;

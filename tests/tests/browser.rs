@@ -20,12 +20,7 @@ use iot_inspector_lab::home;
 use iot_inspector_lab::{Daemon, DeviceSpec, Lab, SERVER_V4, SERVER2_V4, now_unix};
 use serde_json::{Value, json};
 
-const CAM: DeviceSpec = DeviceSpec {
-    name: "cam",
-    mac: "2c:aa:8e:10:00:01",
-    host: 10,
-    vlan: None,
-};
+const CAM: DeviceSpec = iot_inspector_lab::CAMERA;
 const TV: DeviceSpec = DeviceSpec {
     name: "tv",
     mac: "b0:a7:37:10:00:04",
@@ -45,14 +40,6 @@ const XSS_NAME: &str = "<img src=x onerror=alert(1)>";
 #[path = "../support/browser.rs"]
 mod support;
 use support::{Browser, in_netns};
-
-fn write_config(lab: &Lab, extra: &str) -> Result<()> {
-    std::fs::write(
-        lab.dir.join("config"),
-        format!("config iot-inspector 'main'\n\tlist lan 'br-lan'\n{extra}"),
-    )?;
-    Ok(())
-}
 
 fn device<'a>(devices: &'a Value, mac: &str) -> Option<&'a Value> {
     devices.as_array()?.iter().find(|d| d["mac"] == mac)
@@ -137,7 +124,7 @@ fn every_view_shows_real_data_and_changes_take_effect() -> Result<()> {
         ("www.google-analytics.com", SERVER2_V4),
         ("api.netflix.com", SERVER_V4),
     ])?;
-    write_config(&lab, "\toption dashboard '127.0.0.1:8088'\n")?;
+    lab.write_config("\toption dashboard '127.0.0.1:8088'\n")?;
     let mut daemon = Some(lab.start_daemon(&[])?);
     let cam = lab.device("cam").mac.clone();
     let plug = lab.device("plug").mac.clone();
@@ -607,13 +594,10 @@ fn the_dashboard_refuses_strangers_and_cross_site_changes() -> Result<()> {
     let mut lab = Lab::new(&[CAM])?;
     let token = "b1rd-feeder-42";
     // On the LAN address: a token is required.
-    write_config(
-        &lab,
-        &format!(
-            "\toption dashboard '{}:8089'\n\toption token '{token}'\n",
-            iot_inspector_lab::GW_V4
-        ),
-    )?;
+    lab.write_config(&format!(
+        "\toption dashboard '{}:8089'\n\toption token '{token}'\n",
+        iot_inspector_lab::GW_V4
+    ))?;
     let daemon = lab.start_daemon(&[])?;
     let cam = lab.device("cam").mac.clone();
     home::ping(lab.device("cam"), SERVER_V4, 2);
@@ -702,7 +686,7 @@ fn the_dashboard_refuses_strangers_and_cross_site_changes() -> Result<()> {
 
     // On loopback without a token only the origin check stands between a
     // page the owner visits and the API: it must hold on its own.
-    write_config(&lab, "\toption dashboard '127.0.0.1:8090'\n")?;
+    lab.write_config("\toption dashboard '127.0.0.1:8090'\n")?;
     let daemon = lab.start_daemon(&[])?;
     let gw = lab.gw.clone();
     let profile = lab.dir.join("chromium-profile2");

@@ -11,12 +11,7 @@ use anyhow::Result;
 use iot_inspector_lab::home::{self, Counts, Meter, counted, rel_diff};
 use iot_inspector_lab::{DeviceSpec, Lab, SERVER_V4, SERVER_V6, now_unix};
 
-const CAM: DeviceSpec = DeviceSpec {
-    name: "cam",
-    mac: "2c:aa:8e:10:00:01",
-    host: 10,
-    vlan: None,
-};
+const CAM: DeviceSpec = iot_inspector_lab::CAMERA;
 const TV: DeviceSpec = DeviceSpec {
     name: "tv",
     mac: "b0:a7:37:10:00:02",
@@ -229,10 +224,7 @@ fn sigkill_mid_transfer_keeps_traffic_flowing_and_counts_once() -> Result<()> {
 #[test]
 fn a_flood_of_distinct_flows_stays_bounded_and_spares_other_devices() -> Result<()> {
     let mut lab = Lab::new(&[CAM, TV])?;
-    std::fs::write(
-        lab.dir.join("config"),
-        "config iot-inspector 'main'\n\tlist lan 'br-lan'\n\toption flow_table_size '16384'\n",
-    )?;
+    lab.write_config("\toption flow_table_size '16384'\n")?;
     let daemon = lab.start_daemon(&[])?;
     let tv = lab.device("tv").clone();
     let cam = lab.device("cam").clone();

@@ -216,19 +216,7 @@ pub fn merge_records(records: impl IntoIterator<Item = FlowRecord>) -> Vec<FlowR
     });
     if v.len() > MAX_RECORDS_PER_WINDOW {
         let rest = v.split_off(MAX_RECORDS_PER_WINDOW - 1);
-        let mut other = FlowRecord {
-            device_ip: None,
-            remote_ip: None,
-            proto: 0,
-            remote_port: 0,
-            bytes_up: 0,
-            bytes_down: 0,
-            packets_up: 0,
-            packets_down: 0,
-            flows: 0,
-            name: None,
-            name_source: None,
-        };
+        let mut other = other_record();
         for r in &rest {
             other.add(r);
         }

@@ -128,23 +128,15 @@ pub fn run(args: &Args) -> Result<()> {
 /// The daemon's resident memory 10 s after start on an idle network (one
 /// quiet device), against the same measure of a process that only sleeps.
 fn idle_rss(daemon: &std::path::Path, bpf_object: &std::path::Path) -> Result<()> {
-    use iot_inspector_lab::{DeviceSpec, Lab};
+    use iot_inspector_lab::{CAMERA, Lab};
     println!("\nidle RSS of {}", daemon.display());
     // SAFETY: set before threads that read the environment start.
     unsafe {
         std::env::set_var("IOT_INSPECTOR_BIN", daemon);
         std::env::set_var("IOT_INSPECTOR_BPF", bpf_object);
     }
-    let mut lab = Lab::new(&[DeviceSpec {
-        name: "cam",
-        mac: "2c:aa:8e:10:00:01",
-        host: 10,
-        vlan: None,
-    }])?;
-    std::fs::write(
-        lab.dir.join("config"),
-        "config iot-inspector 'main'\n\tlist lan 'br-lan'\n\toption window '5'\n",
-    )?;
+    let mut lab = Lab::new(&[CAMERA])?;
+    lab.write_config("\toption window '5'\n")?;
     let daemon = lab.start_daemon(&["--window", "5"])?;
     std::thread::sleep(Duration::from_secs(10));
     let rss = |pid: u32| -> u64 {
