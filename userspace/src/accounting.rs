@@ -293,19 +293,20 @@ impl Accountant {
             .collect()
     }
 
-    /// Removes every flow idle since before `idle_before_ns` with `remove`
-    /// (which deletes it from the kernel and returns its final counters)
-    /// and accounts its last increment, without collecting the keys first.
-    /// Returns how many were removed.
+    /// Removes every flow idle since before `idle_before_ns`, except those
+    /// `keep` names, with `remove` (which deletes it from the kernel and
+    /// returns its final counters) and accounts its last increment, without
+    /// collecting the keys first. Returns how many were removed.
     pub fn remove_idle<E>(
         &mut self,
         idle_before_ns: u64,
+        keep: impl Fn(&FlowKey) -> bool,
         mut remove: impl FnMut(&FlowKey) -> Result<Option<FlowReading>, E>,
     ) -> Result<usize, E> {
         let mut n = 0;
         for i in 0..self.entries.len() {
             let (key, e) = self.entries.get_index(i).expect("index in range");
-            if e.dead || e.cursor.last_seen_ns >= idle_before_ns {
+            if e.dead || e.cursor.last_seen_ns >= idle_before_ns || keep(key) {
                 continue;
             }
             let key = *key;
@@ -693,10 +694,14 @@ mod tests {
         kernel_final.insert(key(1), reading(107, 100, 1, 10));
         let mut asked = Vec::new();
         let n = a
-            .remove_idle(25, |k| {
-                asked.push(*k);
-                Ok::<_, ()>(kernel_final.get(k).copied())
-            })
+            .remove_idle(
+                25,
+                |_| false,
+                |k| {
+                    asked.push(*k);
+                    Ok::<_, ()>(kernel_final.get(k).copied())
+                },
+            )
             .unwrap();
         assert_eq!(n, 2);
         asked.sort();
@@ -714,6 +719,36 @@ mod tests {
         a.begin_round(0);
         assert_eq!(a.entries.len(), 2);
         assert!(a.idle(u64::MAX).iter().all(|k| k.device_port >= 3));
+    }
+
+    #[test]
+    fn idle_flows_the_caller_keeps_stay_counted() {
+        let mut a = Accountant::new();
+        a.begin_round(0);
+        for p in 1..=2 {
+            a.observe(key(p), reading(100, 0, 1, 1));
+        }
+        a.end_round();
+        // Flow 2 holds a flow cache slot: not removed, its cursor stays, so
+        // its next reading continues it.
+        let n = a
+            .remove_idle(
+                10,
+                |k| k.device_port == 2,
+                |k| {
+                    assert_eq!(k.device_port, 1, "only flow 1 is removed");
+                    Ok::<_, ()>(Some(reading(100, 0, 1, 1)))
+                },
+            )
+            .unwrap();
+        assert_eq!(n, 1);
+        a.begin_round(20);
+        assert!(a.observe(key(2), reading(100, 0, 1, 1)).is_none());
+        assert_eq!(
+            a.observe(key(2), reading(130, 0, 1, 1)).unwrap().bytes_up,
+            30
+        );
+        assert_eq!(snapshot_keys(&a), vec![key(2)]);
     }
 
     #[test]
@@ -884,10 +919,14 @@ mod tests {
                 last_read.insert(*k, *r);
             }
             a.end_round();
-            a.remove_idle(clock.saturating_sub(100), |k| {
-                last_read.remove(k);
-                Ok::<_, ()>(kernel.remove(k))
-            })
+            a.remove_idle(
+                clock.saturating_sub(100),
+                |_| false,
+                |k| {
+                    last_read.remove(k);
+                    Ok::<_, ()>(kernel.remove(k))
+                },
+            )
             .unwrap();
             counted += a.deltas().map(|d| d.bytes_up).sum::<u64>();
             snapshot.clear();

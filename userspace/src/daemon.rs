@@ -418,8 +418,11 @@ impl Daemon {
         let idle_before =
             crate::time::mono_ns().saturating_sub(self.settings.idle_secs * 1_000_000_000);
         let datapath = &self.datapath;
-        self.accountant
-            .remove_idle(idle_before, |key| datapath.remove_flow(key))?;
+        self.accountant.remove_idle(
+            idle_before,
+            |key| datapath.in_flow_cache(key),
+            |key| datapath.remove_flow(key),
+        )?;
         // Flows of a device to one remote end (what a stored record merges)
         // come one after another.
         self.accountant.sort_deltas(remote_end);

@@ -524,3 +524,298 @@ fn the_devices_latest_tcp_sequence_number_is_kept_for_resuming() {
             .is_empty()
     );
 }
+
+/// Pins the calling thread to one CPU, so its runs share one CPU's flow
+/// cache.
+fn pin_to_cpu(cpu: usize) {
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        assert_eq!(
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
+            0
+        );
+    }
+}
+
+/// A TCP segment from the device with the given source port.
+fn tcp4_from(sport: u16, payload: usize) -> Vec<u8> {
+    let mut f = Vec::new();
+    PacketBuilder::ethernet2(DEV, GW)
+        .ipv4(DEV4, SRV4, 64)
+        .tcp(sport, 5601, 1, 64000)
+        .ack(1)
+        .write(&mut f, &vec![0; payload])
+        .unwrap();
+    f
+}
+
+/// A source port whose flow shares the flow cache slot of `key`'s flow.
+fn colliding_port(key: &FlowKey) -> u16 {
+    (1..=u16::MAX)
+        .find(|&p| {
+            let mut other = *key;
+            other.device_port = p;
+            p != key.device_port && other.cache_slot() == key.cache_slot()
+        })
+        .expect("2048 slots: some port collides")
+}
+
+/// Packets and IP bytes sent per device port.
+type Sent = std::collections::HashMap<u16, (u64, u64)>;
+
+fn send_up(l: &mut Loaded, sent: &mut Sent, frame: &[u8], n: u64) {
+    for _ in 0..n {
+        l.up(frame);
+    }
+    let e = sent
+        .entry(u16::from_be_bytes([frame[34], frame[35]]))
+        .or_default();
+    e.0 += n;
+    e.1 += n * (frame.len() as u64 - 14);
+}
+
+fn assert_counts(l: &Loaded, sent: &Sent) {
+    let flows = l.flows();
+    assert_eq!(flows.len(), sent.len(), "{flows:?}");
+    for (k, r) in flows {
+        let (packets, bytes) = sent[&k.device_port];
+        assert_eq!(
+            (r.packets_up, r.bytes_up),
+            (packets, bytes),
+            "port {}",
+            k.device_port
+        );
+    }
+}
+
+#[test]
+fn cached_flows_count_exactly_across_flushes_and_slot_takeovers() {
+    pin_to_cpu(0);
+    let mut l = Loaded::new();
+    let mut sent = Sent::new();
+    let a = tcp4_from(40000, 100);
+    send_up(&mut l, &mut sent, &a, 1);
+    let (key_a, _) = l.only_flow();
+    let b = tcp4_from(colliding_port(&key_a), 300);
+    // Past several flushes of the batch into the table (every 32 packets),
+    // reading in between: pending batches are counted, flushed ones once.
+    for n in [10, 31, 1, 64, 7] {
+        send_up(&mut l, &mut sent, &a, n);
+        assert_counts(&l, &sent);
+    }
+    // Two flows taking the one slot from each other, in runs and one by one.
+    for n in [1, 5, 40, 1, 1, 33] {
+        send_up(&mut l, &mut sent, &b, n);
+        assert_counts(&l, &sent);
+        send_up(&mut l, &mut sent, &a, n);
+        assert_counts(&l, &sent);
+    }
+    assert!(
+        l.stat("flow_cache_misses") >= 13,
+        "{}",
+        l.stat("flow_cache_misses")
+    );
+    assert_eq!(l.stat("flows_created"), 2);
+}
+
+/// Runs the ingress program `n` times on `frame` through `dp`.
+fn run_up(dp: &mut Datapath, frame: &[u8], n: u32) {
+    let prog: &mut SchedClassifier = dp
+        .ebpf_mut()
+        .program_mut(programs::INGRESS)
+        .unwrap()
+        .try_into()
+        .unwrap();
+    prog.test_run(TestRunOptions {
+        data_in: Some(frame),
+        repeat: n,
+        ..Default::default()
+    })
+    .unwrap();
+}
+
+/// A second copy of the programs on the same pinned maps (as a restarted
+/// daemon gets), to count with while the first one reads.
+fn second_copy(l: &Loaded) -> Datapath {
+    let dp = Datapath::load(&LoadOptions {
+        object: bpf_object(),
+        pin_dir: l.dir.path().join("pins"),
+        flow_entries: 4096,
+    })
+    .unwrap();
+    assert!(dp.resumed, "the second load shares the pinned maps");
+    dp
+}
+
+#[test]
+fn batches_flushed_while_a_read_is_under_way_count_once() {
+    use iot_inspector::datapath::ReadPoint;
+    pin_to_cpu(0);
+    let l = Loaded::new();
+    let mut w = second_copy(&l);
+    let a = tcp4_from(42000, 100);
+    run_up(&mut w, &a, 6);
+    let (key_a, _) = l.only_flow();
+    let b = tcp4_from(colliding_port(&key_a), 100);
+    let mut sent = [6u64, 0];
+    // Reads with the programs counting `during` at `point`; each flow's
+    // packets must lie between what was sent before and after the read.
+    let mut read = |point: ReadPoint, frame: &[u8], n: u32, sent: &mut [u64; 2]| {
+        let before = *sent;
+        let which = (frame == b.as_slice()) as usize;
+        let mut seen = [0u64; 2];
+        l.dp.read_flows_interleaved(
+            |p| {
+                if p == point {
+                    run_up(&mut w, frame, n);
+                    sent[which] += n as u64;
+                }
+            },
+            |k, r| seen[(k.device_port != 42000) as usize] = r.packets_up,
+        )
+        .unwrap();
+        for i in 0..2 {
+            assert!(
+                before[i] <= seen[i] && seen[i] <= sent[i],
+                "flow {i} read as {} packets, {}..{} sent ({point:?})",
+                seen[i],
+                before[i],
+                sent[i]
+            );
+        }
+        seen
+    };
+    // A flush (the 32nd pending packet) after the cache was read, before
+    // the table: the batch the reader saw pending is now in the table.
+    read(ReadPoint::BeforeTable, &a, 30, &mut sent);
+    // The other flow takes the slot there: the same, through a takeover.
+    read(ReadPoint::BeforeTable, &b, 1, &mut sent);
+    // A flush between the two copies of the cache.
+    read(ReadPoint::BetweenCacheCopies, &b, 40, &mut sent);
+    read(ReadPoint::BetweenCacheCopies, &a, 2, &mut sent);
+    // And with nothing in between, the exact totals.
+    let mut got: Vec<(u16, u64)> = l
+        .flows()
+        .iter()
+        .map(|(k, r)| (k.device_port, r.packets_up))
+        .collect();
+    got.sort();
+    let mut want = vec![(42000, sent[0]), (colliding_port(&key_a), sent[1])];
+    want.sort();
+    assert_eq!(got, want);
+    // The slot's holder is known to the daemon, which leaves its table
+    // entry alone when idle (see `Datapath::in_flow_cache`).
+    assert!(l.dp.in_flow_cache(&key_a));
+    let mut key_b = key_a;
+    key_b.device_port = colliding_port(&key_a);
+    assert!(!l.dp.in_flow_cache(&key_b));
+}
+
+#[test]
+fn reading_while_the_programs_count_sees_every_packet_once() {
+    // The programs count on one CPU while the reader runs on the other: a
+    // slot copied while a flush or a takeover rewrites it must not make a
+    // batch count twice or vanish.
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        eprintln!("one CPU: nothing runs concurrently; skipped");
+        return;
+    }
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let l = Loaded::new();
+    let pins = l.dir.path().join("pins");
+    let a = tcp4_from(41000, 60);
+    let key_a = {
+        let mut k = FlowKey {
+            device_mac: DEV,
+            device_port: 41000,
+            remote_port: 5601,
+            family: iot_inspector_common::family::IPV4,
+            proto: proto::TCP,
+            ..Default::default()
+        };
+        k.device_ip[10..].copy_from_slice(&[0xff, 0xff, 192, 0, 2, 10]);
+        k.remote_ip[10..].copy_from_slice(&[0xff, 0xff, 203, 0, 113, 10]);
+        k
+    };
+    let b = tcp4_from(colliding_port(&key_a), 60);
+    let sent = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
+    let done = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (sent, done, pins) = (sent.clone(), done.clone(), pins.clone());
+        let (a, b) = (a.clone(), b.clone());
+        std::thread::spawn(move || {
+            pin_to_cpu(0);
+            let mut dp = Datapath::load(&LoadOptions {
+                object: bpf_object(),
+                pin_dir: pins,
+                flow_entries: 4096,
+            })
+            .unwrap();
+            // Short runs of different lengths with pauses between them, so
+            // flushes (every 32 packets) and takeovers land at every point
+            // of the reader's work (between its two copies of the cache,
+            // and between them and the table), while few packets are in
+            // flight around each read (the bounds below are no tighter).
+            for i in 0..3_000u32 {
+                std::thread::sleep(std::time::Duration::from_micros((i as u64 * 37) % 400));
+                for (which, frame) in [(0, &a), (1, &b)] {
+                    let repeat = if i % 3 == 0 {
+                        1 + (i + which) % 3
+                    } else {
+                        31 + (i + which) % 3
+                    };
+                    run_up(&mut dp, frame, repeat);
+                    sent[which as usize].fetch_add(repeat as u64, Ordering::SeqCst);
+                }
+            }
+            done.store(true, Ordering::SeqCst);
+        })
+    };
+    pin_to_cpu(1);
+    let mut reads = 0;
+    let mut last = [0u64; 2];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !done.load(Ordering::SeqCst)
+        && !writer.is_finished()
+        && std::time::Instant::now() < deadline
+    {
+        let before = [
+            sent[0].load(Ordering::SeqCst),
+            sent[1].load(Ordering::SeqCst),
+        ];
+        let mut seen = [0u64; 2];
+        l.dp.read_flows(|k, r| seen[(k.device_port != 41000) as usize] = r.packets_up)
+            .unwrap();
+        let after = [
+            sent[0].load(Ordering::SeqCst),
+            sent[1].load(Ordering::SeqCst),
+        ];
+        for i in 0..2 {
+            assert!(
+                before[i] <= seen[i] && seen[i] <= after[i],
+                "flow {i}: read {} packets while {}..{} had been sent",
+                seen[i],
+                before[i],
+                after[i]
+            );
+            assert!(seen[i] >= last[i], "flow {i} went backwards");
+        }
+        last = seen;
+        reads += 1;
+    }
+    writer.join().unwrap();
+    let total: Vec<u64> = l.flows().iter().map(|(_, r)| r.packets_up).collect();
+    let sent = [
+        sent[0].load(Ordering::SeqCst),
+        sent[1].load(Ordering::SeqCst),
+    ];
+    let mut want = sent.to_vec();
+    want.sort();
+    let mut got = total.clone();
+    got.sort();
+    assert_eq!(got, want, "after {reads} concurrent reads");
+    eprintln!("{reads} reads while counting");
+    assert!(reads > 10, "the reader ran only {reads} times");
+}

@@ -9,6 +9,7 @@ pub mod maps {
     pub const SAMPLES: &str = "SAMPLES";
     pub const STATS: &str = "STATS";
     pub const CONFIG: &str = "CONFIG";
+    pub const FLOW_CACHE: &str = "FLOW_CACHE";
 }
 
 /// Names of the programs in the eBPF object.
@@ -24,6 +25,34 @@ pub mod programs {
 /// Default capacity of the flow table. The kernel evicts the least recently
 /// used flow when it is full (an LRU hash), which is counted as map pressure.
 pub const DEFAULT_FLOW_ENTRIES: u32 = 65_536;
+
+/// Slots per CPU of the flow cache in front of the flow table (a power of
+/// two). A packet whose flow sits in its slot is counted there, without the
+/// hash-map lookup that otherwise dominates the per-packet cost.
+pub const FLOW_CACHE_SLOTS: u32 = 2048;
+
+/// A cached flow's counts are added to the flow table after this many
+/// packets (and whenever another flow takes the slot). It keeps the table
+/// entry recently used, so the LRU does not evict an active flow, and it
+/// bounds what an eviction under pressure can misplace.
+pub const FLOW_CACHE_FLUSH_PACKETS: u64 = 32;
+
+/// The flow cache slot of a key: a multiplicative hash of the key's words
+/// (the same on both sides of the kernel boundary, so the daemon can find a
+/// flow's slot). `words` are the key's first 40 bytes as native-endian
+/// `u64`s, `tail` its last 4 bytes.
+#[inline(always)]
+pub fn flow_cache_slot(words: [u64; 5], tail: u32) -> u32 {
+    const K: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut h = 0u64;
+    let mut i = 0;
+    while i < 5 {
+        h = (h ^ words[i]).wrapping_mul(K);
+        i += 1;
+    }
+    h = (h ^ tail as u64).wrapping_mul(K);
+    (h >> (64 - FLOW_CACHE_SLOTS.trailing_zeros())) as u32
+}
 
 /// Bytes of a frame copied into a sample, from the Ethernet header on.
 /// 1536 covers a full 1500-byte IP packet behind an Ethernet header and two
@@ -109,6 +138,58 @@ pub struct FlowCounters {
     /// sequence number, which an ICMP error must quote for the device's TCP
     /// to stop backing off (RFC 6069) once it is unblocked.
     pub last_seq_up: u32,
+    /// [`FlowCacheSlot::epoch`] of the latest batch of counts this CPU's
+    /// flow cache added here: a reader that saw that batch still pending
+    /// in the cache knows it is now counted here instead.
+    pub flushed_epoch: u64,
+}
+
+/// One slot of the per-CPU flow cache (`FLOW_CACHE`): a flow whose packets
+/// are being counted here rather than in the flow table, and the counts not
+/// yet added to the table.
+///
+/// A flow's total on one CPU is its table entry plus, while the batch has
+/// not been flushed, the slot's pending counts. The reader tells the two
+/// apart by the epoch: each batch has its own (the slot's epoch only
+/// grows), and a flush stamps the batch's epoch into the table entry
+/// ([`FlowCounters::flushed_epoch`]). Reading the cache before the table,
+/// a pending batch with `epoch > flushed_epoch` is not in the table yet.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FlowCacheSlot {
+    pub key: FlowKey,
+    /// Nonzero while the slot holds a flow.
+    pub in_use: u8,
+    pub tcp_flags: u8,
+    pub segments_sampled: u8,
+    pub _pad: u8,
+    /// The pending batch's number; grows at every flush and every new flow.
+    pub epoch: u64,
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+    pub packets_up: u64,
+    pub packets_down: u64,
+    /// TCP sequence number of the device's latest segment in this batch.
+    pub last_seq_up: u32,
+    pub _pad2: u32,
+}
+
+impl FlowCacheSlot {
+    /// Whether counts are waiting to be added to the flow table.
+    pub fn pending(&self) -> bool {
+        self.in_use != 0 && (self.packets_up | self.packets_down) != 0
+    }
+}
+
+impl FlowKey {
+    /// This key's slot in the flow cache ([`flow_cache_slot`]).
+    pub fn cache_slot(&self) -> u32 {
+        // SAFETY: FlowKey is 44 bytes of plain data; unaligned reads.
+        let p = self as *const FlowKey as *const u8;
+        let w = |i: usize| unsafe { core::ptr::read_unaligned(p.add(i * 8) as *const u64) };
+        let tail = unsafe { core::ptr::read_unaligned(p.add(40) as *const u32) };
+        flow_cache_slot([w(0), w(1), w(2), w(3), w(4)], tail)
+    }
 }
 
 /// Why a sample was taken ([`SampleHeader::reason`]).
@@ -180,7 +261,10 @@ pub mod stat {
     pub const VLAN_TAGGED: u32 = 9;
     /// Multicast/broadcast frames leaving towards a port (not a device's own traffic).
     pub const EGRESS_GROUP_SKIPPED: u32 = 10;
-    pub const COUNT: u32 = 11;
+    /// Packets whose flow was not in its flow cache slot (a new flow, or
+    /// another flow had the slot): these pay for a flow-table lookup.
+    pub const FLOW_CACHE_MISSES: u32 = 11;
+    pub const COUNT: u32 = 12;
 
     pub const NAMES: [&str; COUNT as usize] = [
         "frames",
@@ -194,6 +278,7 @@ pub mod stat {
         "samples_dropped",
         "vlan_tagged",
         "egress_group_skipped",
+        "flow_cache_misses",
     ];
 }
 
@@ -202,6 +287,7 @@ mod pod {
     // SAFETY: plain #[repr(C)] data without pointers; any bit pattern is valid.
     unsafe impl aya::Pod for super::FlowKey {}
     unsafe impl aya::Pod for super::FlowCounters {}
+    unsafe impl aya::Pod for super::FlowCacheSlot {}
 }
 
 #[cfg(test)]
@@ -211,7 +297,14 @@ mod tests {
     #[test]
     fn layouts_have_no_hidden_padding() {
         assert_eq!(core::mem::size_of::<FlowKey>(), 16 + 16 + 6 + 2 + 2 + 1 + 1);
-        assert_eq!(core::mem::size_of::<FlowCounters>(), 6 * 8 + 1 + 1 + 2 + 4);
+        assert_eq!(
+            core::mem::size_of::<FlowCounters>(),
+            6 * 8 + 1 + 1 + 2 + 4 + 8
+        );
+        assert_eq!(
+            core::mem::size_of::<FlowCacheSlot>(),
+            FlowKey::SIZE + 4 + 8 + 4 * 8 + 4 + 4
+        );
         assert_eq!(
             core::mem::size_of::<SampleHeader>(),
             8 + 4 + 4 + 2 + 1 + 1 + 4

@@ -5,6 +5,15 @@
 //! programs go on counting (they never drop packets, so traffic flows either
 //! way) and a restart picks the same maps up again: [`crate::accounting`]
 //! keeps a cursor of what was already counted, so nothing is counted twice.
+//!
+//! A flow's counts on one CPU live in two places: its entry in the flow
+//! table and, while the flow holds its slot in the per-CPU flow cache, the
+//! batch pending there. [`Datapath::read_flows`] reads the cache first (twice,
+//! keeping only slots whose batch did not change in between, so a slot
+//! copied while the program rewrote it is not trusted), then the table, and
+//! adds a pending batch to the table entry unless the entry says that batch
+//! was flushed into it ([`FlowCounters::flushed_epoch`]) between the two
+//! reads. So every batch is counted once, in one place or the other.
 
 pub mod attach;
 pub mod syscall;
@@ -17,7 +26,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, anyhow, bail};
 use aya::maps::{Map, MapData, PerCpuArray, RingBuf};
 use aya::{Ebpf, EbpfLoader};
-use iot_inspector_common::{FlowCounters, FlowKey, SampleHeader, maps, proto, stat};
+use iot_inspector_common::{
+    FLOW_CACHE_SLOTS, FlowCacheSlot, FlowCounters, FlowKey, SampleHeader, maps, proto, stat,
+};
 
 pub use attach::Ports;
 
@@ -26,7 +37,11 @@ pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/iot-inspector";
 
 /// Bumped whenever the layout of a pinned map changes, so an upgraded daemon
 /// does not reuse maps of the wrong shape.
-const LAYOUT_VERSION: &str = "v1";
+const LAYOUT_VERSION: &str = "v2";
+
+/// The pinned maps, all removed or recreated together (the flow cache's
+/// epochs are only meaningful with the flow table they were flushed into).
+const PINNED_MAPS: [&str; 4] = [maps::FLOWS, maps::FLOW_CACHE, maps::STATS, maps::SAMPLES];
 
 /// `BPF_FS_MAGIC` from statfs(2).
 const BPF_FS_MAGIC: i64 = 0xcafe4a11;
@@ -46,10 +61,10 @@ pub struct FlowReading {
 }
 
 impl FlowReading {
-    /// Sums the per-CPU values of one map entry.
-    pub fn from_percpu(bytes: &[u8], ncpus: usize) -> Self {
+    /// Sums the per-CPU values of one flow.
+    pub fn from_percpu(cpus: &[FlowCounters]) -> Self {
         let mut r = FlowReading::default();
-        for c in per_cpu(bytes, ncpus) {
+        for c in cpus {
             r.bytes_up += c.bytes_up;
             r.bytes_down += c.bytes_down;
             r.packets_up += c.packets_up;
@@ -64,16 +79,79 @@ impl FlowReading {
     }
 }
 
-/// Each CPU's counters in one per-CPU map value (the kernel pads every
-/// CPU's slot to 8 bytes).
-fn per_cpu(bytes: &[u8], ncpus: usize) -> impl Iterator<Item = FlowCounters> + '_ {
-    let size = size_of::<FlowCounters>();
+/// Each CPU's value in one per-CPU map value (the kernel pads every CPU's
+/// slot to 8 bytes). `T` must be plain `#[repr(C)]` data.
+fn per_cpu<T: aya::Pod>(bytes: &[u8], ncpus: usize) -> impl Iterator<Item = T> + '_ {
+    let size = size_of::<T>();
     let stride = syscall::percpu_stride(size);
     (0..ncpus).map_while(move |cpu| {
         let chunk = bytes.get(cpu * stride..cpu * stride + size)?;
-        // SAFETY: FlowCounters is plain #[repr(C)] data; any bytes are valid.
+        // SAFETY: T is Pod: plain data for which any bytes are valid.
         Some(unsafe { std::ptr::read_unaligned(chunk.as_ptr().cast()) })
     })
+}
+
+/// Points between the reads of [`Datapath::read_flows_interleaved`].
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadPoint {
+    /// After the first copy of the flow cache, before the second.
+    BetweenCacheCopies,
+    /// After both copies of the cache, before the flow table.
+    BeforeTable,
+}
+
+/// The flow cache as read at the start of a round, slot by slot and CPU by
+/// CPU (`slot * ncpus + cpu`). Sized once at load.
+struct CacheView {
+    /// Each slot as read the second time.
+    slots: Vec<FlowCacheSlot>,
+    /// Each slot's epoch as read the first time (0: not in use).
+    first_epochs: Vec<u64>,
+}
+
+impl CacheView {
+    fn new(ncpus: usize) -> Self {
+        let n = FLOW_CACHE_SLOTS as usize * ncpus;
+        Self {
+            slots: vec![FlowCacheSlot::default(); n],
+            first_epochs: vec![0; n],
+        }
+    }
+
+    /// The batch pending for `key` on `cpu` that the table entry `c` does
+    /// not hold yet.
+    fn pending(&self, key: &FlowKey, cpu: usize, c: &FlowCounters) -> Option<&FlowCacheSlot> {
+        let ncpus = self.slots.len() / FLOW_CACHE_SLOTS as usize;
+        let i = key.cache_slot() as usize * ncpus + cpu;
+        let s = self.slots.get(i)?;
+        (s.pending()
+            && s.epoch == self.first_epochs[i]
+            && s.epoch > c.flushed_epoch
+            && s.key == *key)
+            .then_some(s)
+    }
+
+    /// Whether `key` held a cache slot on any CPU.
+    fn holds(&self, key: &FlowKey) -> bool {
+        let ncpus = self.slots.len() / FLOW_CACHE_SLOTS as usize;
+        let i = key.cache_slot() as usize * ncpus;
+        self.slots[i..i + ncpus]
+            .iter()
+            .any(|s| s.in_use != 0 && s.key == *key)
+    }
+}
+
+/// Adds a pending cache batch to a table entry's counters on one CPU.
+fn add_pending(c: &mut FlowCounters, s: &FlowCacheSlot) {
+    c.bytes_up += s.bytes_up;
+    c.bytes_down += s.bytes_down;
+    c.packets_up += s.packets_up;
+    c.packets_down += s.packets_down;
+    c.tcp_flags |= s.tcp_flags;
+    if s.packets_up != 0 {
+        c.last_seq_up = s.last_seq_up;
+    }
 }
 
 /// A sample as read from the ring buffer.
@@ -95,6 +173,9 @@ pub struct LoadOptions {
 pub struct Datapath {
     ebpf: Ebpf,
     flows: Map,
+    flow_cache: Map,
+    /// The flow cache as read by the latest [`Datapath::read_flows`].
+    cache_view: std::cell::RefCell<CacheView>,
     stats: PerCpuArray<MapData, u64>,
     samples: Option<RingBuf<MapData>>,
     logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
@@ -136,7 +217,7 @@ impl Datapath {
                     "pinned maps in {} do not fit ({e}); recreating them",
                     pin_dir.display()
                 );
-                for name in [maps::FLOWS, maps::STATS, maps::SAMPLES] {
+                for name in PINNED_MAPS {
                     let _ = std::fs::remove_file(pin_dir.join(name));
                 }
                 load(&object).context("loading the eBPF object")?
@@ -164,6 +245,9 @@ impl Datapath {
         let flows = ebpf
             .take_map(maps::FLOWS)
             .ok_or_else(|| anyhow!("no FLOWS map"))?;
+        let flow_cache = ebpf
+            .take_map(maps::FLOW_CACHE)
+            .ok_or_else(|| anyhow!("no FLOW_CACHE map"))?;
         let stats = PerCpuArray::try_from(
             ebpf.take_map(maps::STATS)
                 .ok_or_else(|| anyhow!("no STATS map"))?,
@@ -176,6 +260,8 @@ impl Datapath {
         Ok(Self {
             ebpf,
             flows,
+            flow_cache,
+            cache_view: std::cell::RefCell::new(CacheView::new(ncpus)),
             stats,
             samples,
             logger,
@@ -208,8 +294,20 @@ impl Datapath {
 
     /// Reads every flow; `each` gets the key and the CPU-summed counters.
     pub fn read_flows(&self, mut each: impl FnMut(FlowKey, FlowReading)) -> Result<usize> {
-        let ncpus = self.ncpus;
-        self.each_flow(|key, v| each(key, FlowReading::from_percpu(v, ncpus)))
+        self.each_flow(|key, cpus| each(key, FlowReading::from_percpu(cpus)))
+    }
+
+    /// [`Datapath::read_flows`] calling `at` at each point between its
+    /// reads, so a test can make the programs count exactly there.
+    #[doc(hidden)]
+    pub fn read_flows_interleaved(
+        &self,
+        mut at: impl FnMut(ReadPoint),
+        mut each: impl FnMut(FlowKey, FlowReading),
+    ) -> Result<usize> {
+        self.each_flow_at(&mut at, |key, cpus| {
+            each(key, FlowReading::from_percpu(cpus))
+        })
     }
 
     /// The TCP flows of the device at `device` (and only those to `remote`
@@ -225,9 +323,8 @@ impl Datapath {
             IpAddr::V6(a) => a.octets(),
         };
         let (device, remote) = (key_ip(device), remote.map(key_ip));
-        let ncpus = self.ncpus;
         let mut out = Vec::new();
-        self.each_flow(|key, v| {
+        self.each_flow(|key, cpus| {
             if key.proto != proto::TCP
                 || key.device_ip != device
                 || remote.is_some_and(|r| key.remote_ip != r)
@@ -235,7 +332,7 @@ impl Datapath {
                 return;
             }
             let mut seqs = Vec::new();
-            for c in per_cpu(v, ncpus) {
+            for c in cpus {
                 if c.packets_up > 0 && !seqs.contains(&c.last_seq_up) {
                     seqs.push(c.last_seq_up);
                 }
@@ -247,21 +344,88 @@ impl Datapath {
         Ok(out)
     }
 
-    /// Every entry of the flow map: its key and its raw per-CPU values.
-    fn each_flow(&self, mut each: impl FnMut(FlowKey, &[u8])) -> Result<usize> {
+    /// Whether the flow held a flow cache slot at the latest read. Such a
+    /// flow's table entry is not removed as idle: its slot may still hold
+    /// counted packets that a later flush would add to a new entry, counting
+    /// them again.
+    pub fn in_flow_cache(&self, key: &FlowKey) -> bool {
+        self.cache_view.borrow().holds(key)
+    }
+
+    /// Every flow: its key and each CPU's counters, the flow table entry
+    /// with the batch still pending in the flow cache added (see the
+    /// module's documentation for why this order of reads counts each
+    /// batch once).
+    fn each_flow(&self, each: impl FnMut(FlowKey, &[FlowCounters])) -> Result<usize> {
+        self.each_flow_at(&mut |_| {}, each)
+    }
+
+    fn each_flow_at(
+        &self,
+        at: &mut dyn FnMut(ReadPoint),
+        mut each: impl FnMut(FlowKey, &[FlowCounters]),
+    ) -> Result<usize> {
+        let ncpus = self.ncpus;
+        self.read_cache(at)?;
+        at(ReadPoint::BeforeTable);
+        let view = self.cache_view.borrow();
+        let mut cpus = Vec::with_capacity(ncpus);
         syscall::lookup_all_percpu(
             self.flows_fd()?,
             FlowKey::SIZE,
             size_of::<FlowCounters>(),
-            self.ncpus,
+            ncpus,
             512,
             |k, v| {
                 // SAFETY: FlowKey is plain #[repr(C)] data of FlowKey::SIZE bytes.
                 let key: FlowKey = unsafe { std::ptr::read_unaligned(k.as_ptr().cast()) };
-                each(key, v);
+                cpus.clear();
+                cpus.extend(per_cpu::<FlowCounters>(v, ncpus));
+                for (cpu, c) in cpus.iter_mut().enumerate() {
+                    if let Some(s) = view.pending(&key, cpu, c) {
+                        add_pending(c, s);
+                    }
+                }
+                each(key, &cpus);
             },
         )
         .context("reading the flow table")
+    }
+
+    /// Reads the flow cache into `cache_view`: every slot's epoch, then
+    /// every slot (a slot whose epoch differs between the two was being
+    /// rewritten and is not trusted; its batch is in the table by the time
+    /// the table is read).
+    fn read_cache(&self, at: &mut dyn FnMut(ReadPoint)) -> Result<()> {
+        let ncpus = self.ncpus;
+        let fd = match &self.flow_cache {
+            Map::PerCpuArray(d) => d.fd().as_fd(),
+            other => bail!("FLOW_CACHE has an unexpected map type {other:?}"),
+        };
+        let mut view = self.cache_view.borrow_mut();
+        let view = &mut *view;
+        let slot_of = |k: &[u8]| u32::from_ne_bytes(k.try_into().unwrap_or_default()) as usize;
+        for pass in 0..2 {
+            if pass == 1 {
+                at(ReadPoint::BetweenCacheCopies);
+            }
+            syscall::lookup_all_percpu(fd, 4, size_of::<FlowCacheSlot>(), ncpus, 256, |k, v| {
+                let base = slot_of(k) * ncpus;
+                for (cpu, s) in per_cpu::<FlowCacheSlot>(v, ncpus).enumerate() {
+                    let i = base + cpu;
+                    if i >= view.slots.len() {
+                        return;
+                    }
+                    if pass == 0 {
+                        view.first_epochs[i] = if s.in_use != 0 { s.epoch } else { 0 };
+                    } else {
+                        view.slots[i] = s;
+                    }
+                }
+            })
+            .context("reading the flow cache")?;
+        }
+        Ok(())
     }
 
     /// Removes a flow, returning its counters as they were at removal.
@@ -273,7 +437,10 @@ impl Datapath {
         };
         Ok(
             syscall::lookup_and_delete_percpu(fd, bytes, size_of::<FlowCounters>(), self.ncpus)?
-                .map(|v| FlowReading::from_percpu(&v, self.ncpus)),
+                .map(|v| {
+                    let cpus: Vec<FlowCounters> = per_cpu(&v, self.ncpus).collect();
+                    FlowReading::from_percpu(&cpus)
+                }),
         )
     }
 
@@ -327,7 +494,7 @@ impl Datapath {
 
     /// Removes the pinned maps: called on a clean stop, after detaching.
     pub fn unpin_maps(&self) -> Result<()> {
-        for name in [maps::FLOWS, maps::STATS, maps::SAMPLES] {
+        for name in PINNED_MAPS {
             match std::fs::remove_file(self.pin_dir.join(name)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
