@@ -619,6 +619,47 @@ fn cached_flows_count_exactly_across_flushes_and_slot_takeovers() {
     assert_eq!(l.stat("flows_created"), 2);
 }
 
+#[test]
+fn a_batch_whose_table_entry_was_evicted_is_dropped_not_counted_again() {
+    pin_to_cpu(0);
+    let mut l = Loaded::new();
+    let a = tcp4_from(40000, 100);
+    for _ in 0..10 {
+        l.up(&a);
+    }
+    let (key_a, r) = l.only_flow();
+    assert_eq!(r.packets_up, 10);
+    // Enough other flows (none in A's cache slot) to make the LRU table
+    // (4,096 entries) evict A's entry, which A's packets no longer touch.
+    let mut sent = 0;
+    for port in 1..u16::MAX {
+        let mut k = key_a;
+        k.device_port = port;
+        if port == 40000 || k.cache_slot() == key_a.cache_slot() {
+            continue;
+        }
+        l.up(&tcp4_from(port, 0));
+        sent += 1;
+        if sent == 6000 {
+            break;
+        }
+    }
+    assert!(
+        l.flows().iter().all(|(k, _)| *k != key_a),
+        "A's table entry was not evicted; the test needs a fuller table"
+    );
+    // A's next flush finds no entry: the batch (9 packets the daemon may
+    // already have counted, plus 23) is dropped and the slot freed; the
+    // 33rd packet starts a new entry and the flow goes on from there.
+    for _ in 0..30 {
+        l.up(&a);
+    }
+    assert_eq!(l.stat("flow_cache_orphaned"), 1);
+    let now: Vec<_> = l.flows().into_iter().filter(|(k, _)| *k == key_a).collect();
+    assert_eq!(now.len(), 1);
+    assert_eq!(now[0].1.packets_up, 7);
+}
+
 /// Runs the ingress program `n` times on `frame` through `dp`.
 fn run_up(dp: &mut Datapath, frame: &[u8], n: u32) {
     let prog: &mut SchedClassifier = dp

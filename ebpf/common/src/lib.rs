@@ -34,7 +34,7 @@ pub const FLOW_CACHE_SLOTS: u32 = 2048;
 /// A cached flow's counts are added to the flow table after this many
 /// packets (and whenever another flow takes the slot). It keeps the table
 /// entry recently used, so the LRU does not evict an active flow, and it
-/// bounds what an eviction under pressure can misplace.
+/// bounds what an eviction under pressure drops with the entry.
 pub const FLOW_CACHE_FLUSH_PACKETS: u64 = 32;
 
 /// The flow cache slot of a key: a multiplicative hash of the key's words
@@ -264,7 +264,10 @@ pub mod stat {
     /// Packets whose flow was not in its flow cache slot (a new flow, or
     /// another flow had the slot): these pay for a flow-table lookup.
     pub const FLOW_CACHE_MISSES: u32 = 11;
-    pub const COUNT: u32 = 12;
+    /// Flow cache batches dropped because the LRU had evicted their flow's
+    /// table entry (map pressure, like the eviction itself).
+    pub const FLOW_CACHE_ORPHANED: u32 = 12;
+    pub const COUNT: u32 = 13;
 
     pub const NAMES: [&str; COUNT as usize] = [
         "frames",
@@ -279,6 +282,7 @@ pub mod stat {
         "vlan_tagged",
         "egress_group_skipped",
         "flow_cache_misses",
+        "flow_cache_orphaned",
     ];
 }
 

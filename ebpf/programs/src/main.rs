@@ -678,13 +678,13 @@ fn account(ctx: &TcContext, p: &Parsed, dir: u8) -> u8 {
             s.segments_sampled = before + 1;
         }
         if s.packets_up + s.packets_down >= FLOW_CACHE_FLUSH_PACKETS {
-            flush(ctx, s);
+            flush(s);
         }
         return before;
     }
     bump(stat::FLOW_CACHE_MISSES, 1);
     if s.in_use != 0 {
-        flush(ctx, s);
+        flush(s);
     }
     let before = account_table(ctx, p, dir);
     // The flow takes the slot, with nothing pending: this frame is in the
@@ -701,11 +701,15 @@ fn account(ctx: &TcContext, p: &Parsed, dir: u8) -> u8 {
 }
 
 /// Adds a slot's pending counts to the flow table and starts a new batch.
-/// The table entry is normally there (the flow's first frame created it);
-/// when the LRU evicted it, or the daemon removed it as idle, the batch
-/// starts a new entry.
+///
+/// The table entry is normally there (the flow's first frame created it,
+/// and the daemon does not remove the entry of a flow holding a slot). When
+/// the LRU evicted it under pressure, the batch is dropped with it and the
+/// slot freed, so the flow's next frame starts a new entry: the daemon may
+/// already have counted part of the batch, and a new entry holding it would
+/// count that part twice. Eviction loses counts either way (map pressure).
 #[inline(never)]
-fn flush(ctx: &TcContext, s: &mut FlowCacheSlot) {
+fn flush(s: &mut FlowCacheSlot) {
     if s.packets_up | s.packets_down != 0 {
         if let Some(c) = FLOWS.get_ptr_mut(&s.key) {
             // SAFETY: the value is this CPU's slot of a per-CPU map.
@@ -723,21 +727,8 @@ fn flush(ctx: &TcContext, s: &mut FlowCacheSlot) {
             }
             c.flushed_epoch = s.epoch;
         } else {
-            let now = unsafe { bpf_ktime_get_coarse_ns() };
-            let c = FlowCounters {
-                bytes_up: s.bytes_up,
-                bytes_down: s.bytes_down,
-                packets_up: s.packets_up,
-                packets_down: s.packets_down,
-                first_seen_ns: now,
-                last_seen_ns: now,
-                tcp_flags: s.tcp_flags,
-                segments_sampled: s.segments_sampled,
-                last_seq_up: s.last_seq_up,
-                flushed_epoch: s.epoch,
-                ..FlowCounters::default()
-            };
-            insert_flow(ctx, &s.key, &c);
+            bump(stat::FLOW_CACHE_ORPHANED, 1);
+            s.in_use = 0;
         }
     }
     s.epoch += 1;
