@@ -199,6 +199,22 @@ fn throughput() -> Result<serde_json::Value> {
         unsafe { libc::kill(daemon.pid(), libc::SIGCONT) };
         daemon.stop()?;
     }
+    // The same with GRO on gw's ports, as a router's NIC drivers have it:
+    // the bridge (and the programs) see coalesced TCP segments, not every
+    // MTU-sized frame. The device still sends MTU-sized frames.
+    for port_name in bridge_ports(&lab)? {
+        lab.gw.run("ethtool", &["-K", &port_name, "gro", "on"])?;
+    }
+    let (mut gro_with, mut gro_without) = (Vec::new(), Vec::new());
+    for _ in 0..5 {
+        gro_without.push(iperf_mbps(&mut lab, port)?);
+        port += 1;
+        let daemon = lab.start_daemon(&["--window", "5"])?;
+        gro_with.push(iperf_mbps(&mut lab, port)?);
+        port += 1;
+        daemon.stop()?;
+    }
+    let (gro_w, gro_wo) = (median(gro_with.clone()), median(gro_without.clone()));
     let (w, wo, p, e) = (
         median(with.clone()),
         median(without.clone()),
@@ -217,22 +233,19 @@ fn throughput() -> Result<serde_json::Value> {
         "  an empty TC program on the same hooks {e:>8.0} Mbit/s (ratio {:.3})   {empty:?}",
         e / wo
     );
+    println!(
+        "  with GRO on gw's ports: without {gro_wo:>8.0} Mbit/s {gro_without:?}, with {gro_w:>8.0} Mbit/s {gro_with:?}, ratio {:.3}",
+        gro_w / gro_wo
+    );
     Ok(
-        json!({"without_mbps": wo, "with_mbps": w, "ratio": w / wo, "daemon_stopped_mbps": p, "daemon_stopped_ratio": p / wo, "empty_program_mbps": e, "empty_program_ratio": e / wo}),
+        json!({"without_mbps": wo, "with_mbps": w, "ratio": w / wo, "daemon_stopped_mbps": p, "daemon_stopped_ratio": p / wo, "empty_program_mbps": e, "empty_program_ratio": e / wo, "gro_without_mbps": gro_wo, "gro_with_mbps": gro_w, "gro_ratio": gro_w / gro_wo}),
     )
 }
 
 /// Attaches the empty program to both hooks of every port of gw's br-lan
 /// (TCX links held by this process, detached when the result is dropped).
 fn attach_empty(lab: &Lab) -> Result<(Datapath, tempfile::TempDir)> {
-    let out = lab
-        .gw
-        .run("ip", &["-j", "link", "show", "master", "br-lan"])?;
-    let links: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout)?;
-    let ports: Vec<String> = links
-        .iter()
-        .filter_map(|l| l["ifname"].as_str().map(str::to_owned))
-        .collect();
+    let ports = bridge_ports(lab)?;
     let dir = tempfile::tempdir()?;
     let mut dp = Datapath::load(&LoadOptions {
         object: bpf_object(),
@@ -267,6 +280,18 @@ fn attach_empty(lab: &Lab) -> Result<(Datapath, tempfile::TempDir)> {
     attached?;
     let _ = dp.unpin_maps();
     Ok((dp, dir))
+}
+
+/// The ports of gw's br-lan.
+fn bridge_ports(lab: &Lab) -> Result<Vec<String>> {
+    let out = lab
+        .gw
+        .run("ip", &["-j", "link", "show", "master", "br-lan"])?;
+    let links: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout)?;
+    Ok(links
+        .iter()
+        .filter_map(|l| l["ifname"].as_str().map(str::to_owned))
+        .collect())
 }
 
 /// utime+stime of a process in clock ticks, and its peak RSS in KiB.

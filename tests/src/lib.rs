@@ -312,7 +312,6 @@ impl Lab {
             "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns.name,
         ])?;
         ns.ip(&["link", "set", "eth0", "address", spec.mac])?;
-        // A real device sends MTU-sized frames: no TSO/GSO super-packets.
         // A real LAN carries MTU-sized frames: segmentation offloads off on
         // both ends of the link, so what crosses it is what a wire would
         // carry (veth would otherwise pass 64 kB GSO super-packets through).
