@@ -525,6 +525,27 @@ fn the_devices_latest_tcp_sequence_number_is_kept_for_resuming() {
     );
 }
 
+#[test]
+fn pins_of_an_earlier_layout_are_removed_at_load() {
+    let first = Loaded::new();
+    let pins = first.dir.path().join("pins");
+    // What a crashed daemon of an earlier layout left: its directory, with
+    // pinned maps in it (made here by loading into it).
+    let old = pins.join("v1");
+    drop(
+        Datapath::load(&LoadOptions {
+            object: bpf_object(),
+            pin_dir: old.clone(),
+            flow_entries: 1024,
+        })
+        .unwrap(),
+    );
+    assert!(std::fs::read_dir(&old).unwrap().next().is_some());
+    let again = second_copy(&first);
+    assert!(!old.exists(), "the earlier layout's pins are still there");
+    assert!(again.pin_dir().join("FLOWS").exists());
+}
+
 /// Pins the calling thread to one CPU, so its runs share one CPU's flow
 /// cache.
 fn pin_to_cpu(cpu: usize) {

@@ -191,6 +191,7 @@ impl Datapath {
     /// reusing pinned maps from an earlier run when they are there.
     pub fn load(opts: &LoadOptions) -> Result<Self> {
         ensure_bpffs(&opts.pin_dir)?;
+        remove_other_layouts(&opts.pin_dir);
         let pin_dir = opts.pin_dir.join(LAYOUT_VERSION);
         std::fs::create_dir_all(&pin_dir)
             .with_context(|| format!("creating the pin directory {}", pin_dir.display()))?;
@@ -502,6 +503,32 @@ impl Datapath {
             }
         }
         Ok(())
+    }
+}
+
+/// Removes what a daemon with another map layout left pinned (it crashed
+/// before an upgrade, or the upgrade went back): its maps are of no use to
+/// this one, and unpinning its links detaches its programs, which would
+/// otherwise go on counting into maps nobody reads.
+fn remove_other_layouts(pin_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(pin_dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        let is_layout = name.len() > 1
+            && name.starts_with('v')
+            && name[1..].bytes().all(|b| b.is_ascii_digit());
+        if is_layout && name != LAYOUT_VERSION {
+            match std::fs::remove_dir_all(e.path()) {
+                Ok(()) => log::info!(
+                    "removed pins of an earlier layout in {}",
+                    e.path().display()
+                ),
+                Err(err) => log::warn!("could not remove {}: {err}", e.path().display()),
+            }
+        }
     }
 }
 
