@@ -681,6 +681,20 @@ fn a_batch_whose_table_entry_was_evicted_is_dropped_not_counted_again() {
     assert_eq!(now[0].1.packets_up, 7);
 }
 
+/// Each flow's packets as read lie between what had been sent before the
+/// read began and after it ended: none lost, none counted twice.
+fn assert_read_between(seen: &[u64; 2], before: &[u64; 2], after: &[u64; 2], when: &str) {
+    for i in 0..2 {
+        assert!(
+            before[i] <= seen[i] && seen[i] <= after[i],
+            "flow {i} read as {} packets while {}..{} had been sent ({when})",
+            seen[i],
+            before[i],
+            after[i]
+        );
+    }
+}
+
 /// Runs the ingress program `n` times on `frame` through `dp`.
 fn run_up(dp: &mut Datapath, frame: &[u8], n: u32) {
     let prog: &mut SchedClassifier = dp
@@ -737,15 +751,7 @@ fn batches_flushed_while_a_read_is_under_way_count_once() {
             |k, r| seen[(k.device_port != 42000) as usize] = r.packets_up,
         )
         .unwrap();
-        for i in 0..2 {
-            assert!(
-                before[i] <= seen[i] && seen[i] <= sent[i],
-                "flow {i} read as {} packets, {}..{} sent ({point:?})",
-                seen[i],
-                before[i],
-                sent[i]
-            );
-        }
+        assert_read_between(&seen, &before, sent, &format!("{point:?}"));
         seen
     };
     // A flush (the 32nd pending packet) after the cache was read, before
@@ -854,14 +860,8 @@ fn reading_while_the_programs_count_sees_every_packet_once() {
             sent[0].load(Ordering::SeqCst),
             sent[1].load(Ordering::SeqCst),
         ];
+        assert_read_between(&seen, &before, &after, "concurrently");
         for i in 0..2 {
-            assert!(
-                before[i] <= seen[i] && seen[i] <= after[i],
-                "flow {i}: read {} packets while {}..{} had been sent",
-                seen[i],
-                before[i],
-                after[i]
-            );
             assert!(seen[i] >= last[i], "flow {i} went backwards");
         }
         last = seen;

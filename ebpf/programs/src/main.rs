@@ -647,6 +647,30 @@ fn parse(ctx: &TcContext, dir: u8, p: &mut Parsed) -> Option<()> {
     Some(())
 }
 
+/// Adds a parsed frame to a flow's counts — a cache slot's or a table
+/// entry's, which have the same fields but are different types — and
+/// returns how many payload segments were sampled before it. A macro
+/// rather than a trait: both expansions inline into straight-line code.
+macro_rules! count_frame {
+    ($c:expr, $p:expr, $dir:expr) => {{
+        let (c, p, dir) = (&mut *$c, $p, $dir);
+        if dir == direction::UP {
+            c.bytes_up += p.bytes;
+            c.packets_up += p.packets;
+            c.last_seq_up = p.tcp_seq;
+        } else {
+            c.bytes_down += p.bytes;
+            c.packets_down += p.packets;
+        }
+        c.tcp_flags |= p.tcp_flags;
+        let before = c.segments_sampled;
+        if wants_segment(p, dir) && before < TLS_SEGMENTS_SAMPLED {
+            c.segments_sampled = before + 1;
+        }
+        before
+    }};
+}
+
 /// Counts the frame: in its flow cache slot when its flow is there (the
 /// common case: a word compare instead of a hash-map lookup), else in the
 /// flow table, after which the flow takes the slot. Returns how many
@@ -661,22 +685,9 @@ fn account(ctx: &TcContext, p: &Parsed, dir: u8) -> u8 {
     };
     // SAFETY: this CPU's slot; TC programs are not preempted.
     let s = unsafe { &mut *s };
-    let up = dir == direction::UP;
     // SAFETY: the key starts the 8-aligned slot value.
     if s.in_use != 0 && unsafe { same_key(&s.key, words, tail) } {
-        if up {
-            s.bytes_up += p.bytes;
-            s.packets_up += p.packets;
-            s.last_seq_up = p.tcp_seq;
-        } else {
-            s.bytes_down += p.bytes;
-            s.packets_down += p.packets;
-        }
-        s.tcp_flags |= p.tcp_flags;
-        let before = s.segments_sampled;
-        if wants_segment(p, dir) && before < TLS_SEGMENTS_SAMPLED {
-            s.segments_sampled = before + 1;
-        }
+        let before = count_frame!(s, p, dir);
         if s.packets_up + s.packets_down >= FLOW_CACHE_FLUSH_PACKETS {
             flush(s);
         }
@@ -801,24 +812,10 @@ unsafe fn set_key_words(k: &mut FlowKey, words: [u64; 5], tail: u32) {
 /// Counts the frame in the flow table (a flow not in the cache).
 #[inline(never)]
 fn account_table(ctx: &TcContext, p: &Parsed, dir: u8) -> u8 {
-    let up = dir == direction::UP;
     if let Some(c) = FLOWS.get_ptr_mut(&p.key) {
         // SAFETY: the value is this CPU's slot of a per-CPU map.
         let c = unsafe { &mut *c };
-        if up {
-            c.bytes_up += p.bytes;
-            c.packets_up += p.packets;
-            c.last_seq_up = p.tcp_seq;
-        } else {
-            c.bytes_down += p.bytes;
-            c.packets_down += p.packets;
-        }
-        c.tcp_flags |= p.tcp_flags;
-        let before = c.segments_sampled;
-        if wants_segment(p, dir) && before < TLS_SEGMENTS_SAMPLED {
-            c.segments_sampled = before + 1;
-        }
-        return before;
+        return count_frame!(c, p, dir);
     }
     // A new entry (or a new CPU's slot) is the only place the clock is read:
     // it tells userspace a new flow from a continuing one. Last-seen is the
@@ -828,33 +825,17 @@ fn account_table(ctx: &TcContext, p: &Parsed, dir: u8) -> u8 {
     let mut c = FlowCounters {
         first_seen_ns: now,
         last_seen_ns: now,
-        tcp_flags: p.tcp_flags,
         ..FlowCounters::default()
     };
-    if up {
-        c.bytes_up = p.bytes;
-        c.packets_up = p.packets;
-        c.last_seq_up = p.tcp_seq;
-    } else {
-        c.bytes_down = p.bytes;
-        c.packets_down = p.packets;
-    }
-    if wants_segment(p, dir) {
-        c.segments_sampled = 1;
-    }
-    insert_flow(ctx, &p.key, &c);
-    0
-}
-
-#[inline(always)]
-fn insert_flow(ctx: &TcContext, key: &FlowKey, c: &FlowCounters) {
-    match FLOWS.insert(key, c, 0) {
+    count_frame!(&mut c, p, dir);
+    match FLOWS.insert(&p.key, &c, 0) {
         Ok(()) => bump(stat::FLOWS_CREATED, 1),
         Err(e) => {
             bump(stat::FLOW_UPDATE_FAILED, 1);
             warn!(ctx, "flow table insert failed: {}", e);
         }
     }
+    0
 }
 
 /// Whether this frame is a payload segment from the device that counts
