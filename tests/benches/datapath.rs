@@ -33,6 +33,11 @@ fn main() -> Result<()> {
     if want("throughput") {
         results.insert("throughput".into(), throughput()?);
     }
+    // Only on request (`cargo xtask bench hooks`): where the cost of an
+    // empty program on the ports' hooks comes from.
+    if filter.as_deref() == Some("hooks") {
+        results.insert("hooks".into(), hook_cost()?);
+    }
     if want("daemon") {
         let mut runs = serde_json::Map::new();
         // The build that ships (router profile: opt-level z, LTO, stripped),
@@ -185,7 +190,7 @@ fn throughput() -> Result<serde_json::Value> {
     for _ in 0..5 {
         without.push(iperf_mbps(&mut lab, port)?);
         port += 1;
-        let held = attach_empty(&lab)?;
+        let held = attach_empty(&lab, &[TcAttachType::Ingress, TcAttachType::Egress])?;
         empty.push(iperf_mbps(&mut lab, port)?);
         port += 1;
         drop(held);
@@ -242,9 +247,46 @@ fn throughput() -> Result<serde_json::Value> {
     )
 }
 
-/// Attaches the empty program to both hooks of every port of gw's br-lan
+/// Throughput with the empty program on the ports' ingress hook only, on
+/// their egress hook only, and on both, against none (medians of 5).
+fn hook_cost() -> Result<serde_json::Value> {
+    let mut lab = Lab::new(&[CAMERA])?;
+    let variants: [(&str, &[TcAttachType]); 4] = [
+        ("none", &[]),
+        ("ingress", &[TcAttachType::Ingress]),
+        ("egress", &[TcAttachType::Egress]),
+        ("both", &[TcAttachType::Ingress, TcAttachType::Egress]),
+    ];
+    let mut runs: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
+    let mut port = 7500;
+    for _ in 0..5 {
+        for (i, (_, hooks)) in variants.iter().enumerate() {
+            let held = attach_empty(&lab, hooks)?;
+            runs[i].push(iperf_mbps(&mut lab, port)?);
+            port += 1;
+            drop(held);
+        }
+    }
+    println!(
+        "\niperf3 TCP through gw with an empty program on the ports' hooks (median of 5 × 6 s):"
+    );
+    let base = median(runs[0].clone());
+    let mut out = serde_json::Map::new();
+    for (i, (name, _)) in variants.iter().enumerate() {
+        let m = median(runs[i].clone());
+        println!(
+            "  {name:<8} {m:>8.0} Mbit/s  ratio {:.3}  {:?}",
+            m / base,
+            runs[i]
+        );
+        out.insert((*name).into(), json!({"mbps": m, "ratio": m / base}));
+    }
+    Ok(out.into())
+}
+
+/// Attaches the empty program to the given hooks of every port of gw's br-lan
 /// (TCX links held by this process, detached when the result is dropped).
-fn attach_empty(lab: &Lab) -> Result<(Datapath, tempfile::TempDir)> {
+fn attach_empty(lab: &Lab, hooks: &[TcAttachType]) -> Result<(Datapath, tempfile::TempDir)> {
     let ports = bridge_ports(lab)?;
     let dir = tempfile::tempdir()?;
     let mut dp = Datapath::load(&LoadOptions {
@@ -271,7 +313,7 @@ fn attach_empty(lab: &Lab) -> Result<(Datapath, tempfile::TempDir)> {
     };
     enter(&gw)?;
     let attached = ports.iter().try_for_each(|port| {
-        for kind in [TcAttachType::Ingress, TcAttachType::Egress] {
+        for &kind in hooks {
             prog.attach_with_options(port, kind, TcAttachOptions::TcxOrder(LinkOrder::default()))?;
         }
         anyhow::Ok(())

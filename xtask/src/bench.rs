@@ -31,7 +31,10 @@ pub struct Args {
 pub fn run(args: &Args) -> Result<()> {
     let built = build::run(&build::Args { release: true })?;
     let want = |name: &str| args.filter.as_deref().is_none_or(|f| name.contains(f));
-    if ["ebpf", "throughput", "daemon"].iter().any(|n| want(n)) {
+    // `hooks` (where an empty program's cost comes from) runs only when named.
+    if ["ebpf", "throughput", "daemon"].iter().any(|n| want(n))
+        || args.filter.as_deref() == Some("hooks")
+    {
         let mut cmd = Command::new("cargo");
         if want("daemon") {
             // The daemon is also measured as it ships: the router profile
