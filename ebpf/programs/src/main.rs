@@ -664,11 +664,20 @@ macro_rules! count_frame {
         }
         c.tcp_flags |= p.tcp_flags;
         let before = c.segments_sampled;
-        if wants_segment(p, dir) && before < TLS_SEGMENTS_SAMPLED {
-            c.segments_sampled = before + 1;
-        }
+        c.segments_sampled = segments_after(p, dir, before);
         before
     }};
+}
+
+/// Payload segments of a flow sampled once this frame is: one more when it
+/// is a segment the budget covers and the budget is not spent.
+#[inline(always)]
+fn segments_after(p: &Parsed, dir: u8, before: u8) -> u8 {
+    if wants_segment(p, dir) && before < TLS_SEGMENTS_SAMPLED {
+        before + 1
+    } else {
+        before
+    }
 }
 
 /// Counts the frame: in its flow cache slot when its flow is there (the
@@ -703,11 +712,7 @@ fn account(ctx: &TcContext, p: &Parsed, dir: u8) -> u8 {
     unsafe { set_key_words(&mut s.key, words, tail) };
     s.in_use = 1;
     s.epoch += 1;
-    s.segments_sampled = if wants_segment(p, dir) && before < TLS_SEGMENTS_SAMPLED {
-        before + 1
-    } else {
-        before
-    };
+    s.segments_sampled = segments_after(p, dir, before);
     before
 }
 

@@ -119,17 +119,22 @@ impl CacheView {
         }
     }
 
-    /// The batch pending for `key` on `cpu` that the table entry `c` does
-    /// not hold yet.
-    fn pending(&self, key: &FlowKey, cpu: usize, c: &FlowCounters) -> Option<&FlowCacheSlot> {
+    /// Adds to each CPU's table counters `cpus` of `key` the batch pending
+    /// in that CPU's slot which the table entry does not hold yet.
+    fn add_pending_to(&self, key: &FlowKey, cpus: &mut [FlowCounters]) {
         let ncpus = self.slots.len() / FLOW_CACHE_SLOTS as usize;
-        let i = key.cache_slot() as usize * ncpus + cpu;
-        let s = self.slots.get(i)?;
-        (s.pending()
-            && s.epoch == self.first_epochs[i]
-            && s.epoch > c.flushed_epoch
-            && s.key == *key)
-            .then_some(s)
+        let base = key.cache_slot() as usize * ncpus;
+        for (cpu, c) in cpus.iter_mut().enumerate().take(ncpus) {
+            let i = base + cpu;
+            let s = &self.slots[i];
+            if s.pending()
+                && s.epoch == self.first_epochs[i]
+                && s.epoch > c.flushed_epoch
+                && s.key == *key
+            {
+                add_pending(c, s);
+            }
+        }
     }
 
     /// Whether `key` held a cache slot on any CPU.
@@ -382,11 +387,7 @@ impl Datapath {
                 let key: FlowKey = unsafe { std::ptr::read_unaligned(k.as_ptr().cast()) };
                 cpus.clear();
                 cpus.extend(per_cpu::<FlowCounters>(v, ncpus));
-                for (cpu, c) in cpus.iter_mut().enumerate() {
-                    if let Some(s) = view.pending(&key, cpu, c) {
-                        add_pending(c, s);
-                    }
-                }
+                view.add_pending_to(&key, &mut cpus);
                 each(key, &cpus);
             },
         )
