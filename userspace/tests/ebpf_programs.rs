@@ -808,10 +808,15 @@ fn reading_while_the_programs_count_sees_every_packet_once() {
         k
     };
     let b = tcp4_from(colliding_port(&key_a), 60);
+    // Packets of each flow handed to the program (`started`) and those it
+    // has returned from (`sent`): a read overlapping a run may see part of
+    // it, so it must lie between `sent` before the read and `started` after.
+    let started = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
     let sent = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
     let done = Arc::new(AtomicBool::new(false));
     let writer = {
-        let (sent, done, pins) = (sent.clone(), done.clone(), pins.clone());
+        let (started, sent, done, pins) =
+            (started.clone(), sent.clone(), done.clone(), pins.clone());
         let (a, b) = (a.clone(), b.clone());
         std::thread::spawn(move || {
             pin_to_cpu(0);
@@ -834,6 +839,7 @@ fn reading_while_the_programs_count_sees_every_packet_once() {
                     } else {
                         31 + (i + which) % 3
                     };
+                    started[which as usize].fetch_add(repeat as u64, Ordering::SeqCst);
                     run_up(&mut dp, frame, repeat);
                     sent[which as usize].fetch_add(repeat as u64, Ordering::SeqCst);
                 }
@@ -857,8 +863,8 @@ fn reading_while_the_programs_count_sees_every_packet_once() {
         l.dp.read_flows(|k, r| seen[(k.device_port != 41000) as usize] = r.packets_up)
             .unwrap();
         let after = [
-            sent[0].load(Ordering::SeqCst),
-            sent[1].load(Ordering::SeqCst),
+            started[0].load(Ordering::SeqCst),
+            started[1].load(Ordering::SeqCst),
         ];
         assert_read_between(&seen, &before, &after, "concurrently");
         for i in 0..2 {
