@@ -140,14 +140,15 @@ fn bump(index: u32, by: u64) {
     }
 }
 
-/// What the parser learnt from one frame, on the stack (80 bytes of the
-/// 512): the stack's lines are hot, and a per-CPU map would cost a lookup
-/// per frame — a helper call on kernels before 6.10, which do not inline
-/// per-CPU array lookups.
+/// What the parser learnt from one frame. Kept in a per-CPU map rather than
+/// on the 512-byte BPF stack: on the stack it saved nothing measurable on
+/// 6.18 (which inlines per-CPU array lookups), and the parser's extra
+/// register spills made Debian's 6.12 verifier lose an offset's bounds
+/// ("REG INVARIANTS VIOLATION") and refuse the program.
 #[repr(C)]
 #[derive(Clone, Copy)]
 struct Parsed {
-    /// First, so that it is 8-aligned (see `store`).
+    /// First, so that it starts the 8-aligned map value (see `store`).
     key: FlowKey,
     /// IP-layer bytes on the wire (all GSO segments with their headers).
     bytes: u64,
@@ -162,40 +163,17 @@ struct Parsed {
     payload_off: u16,
 }
 
-impl Parsed {
-    /// Zeroes `p` in place a word at a time (the verifier rejects reads of
-    /// stack bytes never written, and the fast path writes the key field by
-    /// field). Not `Default`: LLVM turns that into calls of a `memset`
-    /// subprogram, and a BPF-to-BPF call and return cost ~15 ns each on
-    /// CPUs with return-stack mitigations.
-    #[inline(always)]
-    fn zero(p: &mut core::mem::MaybeUninit<Parsed>) -> &mut Parsed {
-        let w = p.as_mut_ptr() as *mut u64;
-        // SAFETY: `Parsed` is `repr(C)`, 8-aligned and ten words long (checked
-        // below); all zeros is a valid value of every field.
-        unsafe {
-            w.write_volatile(0);
-            w.add(1).write_volatile(0);
-            w.add(2).write_volatile(0);
-            w.add(3).write_volatile(0);
-            w.add(4).write_volatile(0);
-            w.add(5).write_volatile(0);
-            w.add(6).write_volatile(0);
-            w.add(7).write_volatile(0);
-            w.add(8).write_volatile(0);
-            w.add(9).write_volatile(0);
-            &mut *p.as_mut_ptr()
-        }
-    }
-}
-
-const _: () = assert!(core::mem::size_of::<Parsed>() == 80);
+#[map]
+static PARSED: PerCpuArray<Parsed> = PerCpuArray::with_max_entries(1, 0);
 
 #[inline(always)]
 fn observe(ctx: &TcContext, dir: u8) {
     bump(stat::FRAMES, 1);
-    let mut parsed = core::mem::MaybeUninit::<Parsed>::uninit();
-    let p = Parsed::zero(&mut parsed);
+    let Some(p) = PARSED.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: this CPU's slot; TC programs are not preempted.
+    let p = unsafe { &mut *p };
     if !parse_direct(ctx, dir, p) && parse(ctx, dir, p).is_none() {
         bump(stat::MALFORMED, 1);
         return;
@@ -285,8 +263,8 @@ unsafe fn load<T: Copy>(data: usize, off: usize) -> T {
     unsafe { core::ptr::read((data + off) as *const T) }
 }
 
-/// Stores a `T` into the parsed key at `off` (the key is 8-aligned and
-/// every offset used is aligned for its width).
+/// Stores a `T` into the parsed key at `off` (the key starts the 8-aligned
+/// map value and every offset used is aligned for its width).
 #[inline(always)]
 unsafe fn store<T: Copy>(key: *mut FlowKey, off: usize, v: T) {
     // SAFETY: `off + size_of::<T>() <= FlowKey::SIZE` at every call site.
@@ -711,7 +689,7 @@ fn segments_after(p: &Parsed, dir: u8, before: u8) -> u8 {
 /// payload segments of the flow were sampled before this frame.
 #[inline(always)]
 fn account(ctx: &TcContext, p: &Parsed, dir: u8) -> u8 {
-    // SAFETY: `p.key` starts the 8-aligned `Parsed`.
+    // SAFETY: `p.key` starts the 8-aligned PARSED value.
     let (words, tail) = unsafe { key_words(&p.key) };
     let index = flow_cache_slot(words, tail);
     let Some(s) = FLOW_CACHE.get_ptr_mut(index) else {
@@ -783,7 +761,7 @@ fn flush(s: &mut FlowCacheSlot) {
 /// The key as five words and a tail, for hashing, comparing and copying.
 ///
 /// # Safety
-/// `k` must be 8-aligned (it starts a map value or a `Parsed`).
+/// `k` must be 8-aligned (it starts a map value everywhere it is used).
 #[inline(always)]
 unsafe fn key_words(k: &FlowKey) -> ([u64; 5], u32) {
     let p = k as *const FlowKey as *const u8;
