@@ -10,22 +10,24 @@
 //! passes in, with a second 9p share — a host temp directory — as its
 //! writable output directory, and powers off.
 //!
-//! `cargo xtask setup` downloads and unpacks the kernel and busybox into
-//! [`cache_dir`]; the test needs no network.
+//! `cargo xtask setup` downloads and unpacks the kernels of [`Kernel`] and
+//! busybox into [`cache_dir`]; the tests need no network.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-/// Where `cargo xtask setup` unpacks Debian's kernel and static busybox
-/// (`IOT_INSPECTOR_VM_DIR` overrides it). Layout: `kernel/` is
-/// `dpkg-deb -x` of `linux-image-<version>` (with `kernel/version` naming the
-/// version and a `modules.dep` made by `depmod`), `busybox/busybox` is the
-/// static binary from `busybox-static`.
+/// Where `cargo xtask setup` unpacks Debian's kernels and static busybox
+/// (`IOT_INSPECTOR_VM_DIR` overrides it). Layout: `kernels/<name>/` (one
+/// per [`Kernel`], named by [`Kernel::name`]) is `dpkg-deb -x` of that
+/// kernel's `linux-image-<version>` with the module directories the VM never
+/// loads from pruned, a `modules.dep` made by `depmod`, and a `version` file
+/// naming the version (written last: it says the unpacking finished);
+/// `busybox/busybox` is the static binary from `busybox-static`.
 pub fn cache_dir() -> PathBuf {
     if let Some(p) = std::env::var_os("IOT_INSPECTOR_VM_DIR") {
         return p.into();
@@ -34,9 +36,85 @@ pub fn cache_dir() -> PathBuf {
     PathBuf::from(home).join(".cache/iot-inspector/vm")
 }
 
+/// The Debian kernels the VM boots. OpenWrt ships 5.15 (23.05) and 6.6
+/// (24.10); Debian ships neither, so these bracket them: 5.10 and 6.1
+/// around 5.15, 6.1 and 6.12 around 6.6. Below 6.6 the daemon attaches
+/// with netlink cls_bpf filters, from 6.6 on with TCX links.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kernel {
+    /// bullseye's `linux-image-amd64` (5.10): just below OpenWrt 23.05's
+    /// 5.15.
+    Bullseye,
+    /// bookworm's `linux-image-amd64` (6.1): between 5.15 and 6.6, with
+    /// netlink cls_bpf like 5.15.
+    Bookworm,
+    /// bookworm's `linux-image-6.12-amd64` (6.12, from bookworm-security):
+    /// above OpenWrt 24.10's 6.6, with TCX like 6.6.
+    Bookworm612,
+}
+
+impl Kernel {
+    pub const ALL: [Kernel; 3] = [Kernel::Bullseye, Kernel::Bookworm, Kernel::Bookworm612];
+
+    /// Its directory under `kernels/`, and how tests name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernel::Bullseye => "bullseye-5.10",
+            Kernel::Bookworm => "bookworm-6.1",
+            Kernel::Bookworm612 => "bookworm-6.12",
+        }
+    }
+
+    /// The Debian release whose archive has it.
+    pub fn release(self) -> &'static str {
+        match self {
+            Kernel::Bullseye => "bullseye",
+            Kernel::Bookworm | Kernel::Bookworm612 => "bookworm",
+        }
+    }
+
+    /// The meta package that depends on the versioned
+    /// `linux-image-<version>` to download.
+    pub fn meta_package(self) -> &'static str {
+        match self {
+            Kernel::Bullseye | Kernel::Bookworm => "linux-image-amd64",
+            Kernel::Bookworm612 => "linux-image-6.12-amd64",
+        }
+    }
+
+    /// Major and minor version (the series) every version of it has.
+    pub fn series(self) -> (u32, u32) {
+        match self {
+            Kernel::Bullseye => (5, 10),
+            Kernel::Bookworm => (6, 1),
+            Kernel::Bookworm612 => (6, 12),
+        }
+    }
+
+    /// Whether the daemon attaches with TCX links there (6.6 and later) and
+    /// not with netlink cls_bpf filters.
+    pub fn has_tcx(self) -> bool {
+        self.series() >= (6, 6)
+    }
+
+    /// Where `cargo xtask setup` unpacks it.
+    pub fn dir(self) -> PathBuf {
+        cache_dir().join("kernels").join(self.name())
+    }
+
+    /// Whether `version` (as `uname -r` prints it) belongs to this series.
+    pub fn matches(self, version: &str) -> bool {
+        let (major, minor) = self.series();
+        let mut parts = version.split(['.', '-']);
+        parts.next() == Some(major.to_string().as_str())
+            && parts.next() == Some(minor.to_string().as_str())
+    }
+}
+
 /// Debian's kernel and what the initramfs is made of.
 #[derive(Clone, Debug)]
 pub struct Image {
+    pub kernel: Kernel,
     pub version: String,
     pub vmlinuz: PathBuf,
     /// `lib/modules/<version>` (with modules.dep).
@@ -47,29 +125,40 @@ pub struct Image {
 /// Modules the initramfs loads (with their dependencies) to reach the 9p
 /// root and build the overlay; everything else is loaded later from the
 /// bind-mounted module tree with the host's modprobe.
-const BOOT_MODULES: &[&str] = &["virtio_pci", "9pnet_virtio", "9p", "overlay"];
+pub const BOOT_MODULES: &[&str] = &["virtio_pci", "9pnet_virtio", "9p", "overlay"];
 
 impl Image {
-    /// The unpacked kernel, or an error saying to run `cargo xtask setup`.
-    pub fn find() -> Result<Image> {
-        let dir = cache_dir();
+    /// The unpacked `kernel`, or an error saying to run `cargo xtask setup`.
+    pub fn find(kernel: Kernel) -> Result<Image> {
+        let dir = kernel.dir();
         let missing = |what: &Path| {
             anyhow::anyhow!(
                 "{} is missing: run `cargo xtask setup` (as root) to download Debian's kernel \
-                 (linux-image-amd64) and busybox-static into {}",
+                 ({} of {}) and busybox-static into {}",
                 what.display(),
-                dir.display()
+                kernel.meta_package(),
+                kernel.release(),
+                cache_dir().display()
             )
         };
-        let vfile = dir.join("kernel/version");
+        let vfile = dir.join("version");
         let version = std::fs::read_to_string(&vfile)
             .map_err(|_| missing(&vfile))?
             .trim()
             .to_string();
+        if !kernel.matches(&version) {
+            bail!(
+                "{} holds kernel {version}, not the {:?} series of {}: remove it and run `cargo xtask setup`",
+                dir.display(),
+                kernel.series(),
+                kernel.name()
+            );
+        }
         let img = Image {
-            vmlinuz: dir.join(format!("kernel/boot/vmlinuz-{version}")),
-            modules: dir.join(format!("kernel/lib/modules/{version}")),
-            busybox: dir.join("busybox/busybox"),
+            kernel,
+            vmlinuz: dir.join(format!("boot/vmlinuz-{version}")),
+            modules: dir.join(format!("lib/modules/{version}")),
+            busybox: cache_dir().join("busybox/busybox"),
             version,
         };
         for p in [&img.vmlinuz, &img.modules.join("modules.dep"), &img.busybox] {
@@ -81,49 +170,64 @@ impl Image {
     }
 
     /// The module files to insmod for `names`, dependencies first
-    /// (from modules.dep).
+    /// (from modules.dep); those built into the kernel are left out.
     pub fn module_load_order(&self, names: &[&str]) -> Result<Vec<PathBuf>> {
-        let dep = std::fs::read_to_string(self.modules.join("modules.dep"))?;
-        // modules.dep: "kernel/fs/9p/9p.ko: kernel/net/9p/9pnet.ko kernel/fs/netfs/netfs.ko ..."
-        let mut deps: HashMap<String, Vec<String>> = HashMap::new();
-        let mut by_name: HashMap<String, String> = HashMap::new();
-        for line in dep.lines() {
-            let Some((m, rest)) = line.split_once(':') else {
-                continue;
-            };
-            deps.insert(
-                m.to_string(),
-                rest.split_whitespace().map(str::to_string).collect(),
-            );
-            by_name.insert(module_name(m), m.to_string());
-        }
-        fn visit(
-            m: &str,
-            deps: &HashMap<String, Vec<String>>,
-            seen: &mut Vec<String>,
-            depth: usize,
-        ) -> Result<()> {
-            if depth > 64 {
-                bail!("module dependency loop at {m}");
-            }
-            if seen.iter().any(|s| s == m) {
-                return Ok(());
-            }
-            for d in deps.get(m).into_iter().flatten() {
-                visit(d, deps, seen, depth + 1)?;
-            }
-            seen.push(m.to_string());
-            Ok(())
-        }
-        let mut order = Vec::new();
-        for n in names {
-            let m = by_name
-                .get(&n.replace('-', "_"))
-                .with_context(|| format!("no module {n} in {}", self.modules.display()))?;
-            visit(m, &deps, &mut order, 0)?;
-        }
-        Ok(order.iter().map(|m| self.modules.join(m)).collect())
+        module_load_order(&self.modules, names)
     }
+}
+
+/// The module files under `modules` (a `lib/modules/<version>` with
+/// modules.dep) to insmod for `names`, dependencies first.
+pub fn module_load_order(modules: &Path, names: &[&str]) -> Result<Vec<PathBuf>> {
+    let dep = std::fs::read_to_string(modules.join("modules.dep"))?;
+    // modules.dep: "kernel/fs/9p/9p.ko: kernel/net/9p/9pnet.ko kernel/fs/netfs/netfs.ko ..."
+    let mut deps: HashMap<String, Vec<String>> = HashMap::new();
+    let mut by_name: HashMap<String, String> = HashMap::new();
+    for line in dep.lines() {
+        let Some((m, rest)) = line.split_once(':') else {
+            continue;
+        };
+        deps.insert(
+            m.to_string(),
+            rest.split_whitespace().map(str::to_string).collect(),
+        );
+        by_name.insert(module_name(m), m.to_string());
+    }
+    fn visit(
+        m: &str,
+        deps: &HashMap<String, Vec<String>>,
+        seen: &mut Vec<String>,
+        depth: usize,
+    ) -> Result<()> {
+        if depth > 64 {
+            bail!("module dependency loop at {m}");
+        }
+        if seen.iter().any(|s| s == m) {
+            return Ok(());
+        }
+        for d in deps.get(m).into_iter().flatten() {
+            visit(d, deps, seen, depth + 1)?;
+        }
+        seen.push(m.to_string());
+        Ok(())
+    }
+    // Built into the kernel (6.12 builds virtio_pci in): nothing to load.
+    let builtin: Vec<String> = std::fs::read_to_string(modules.join("modules.builtin"))
+        .unwrap_or_default()
+        .lines()
+        .map(module_name)
+        .collect();
+    let mut order = Vec::new();
+    for n in names {
+        if builtin.contains(&n.replace('-', "_")) {
+            continue;
+        }
+        let m = by_name
+            .get(&n.replace('-', "_"))
+            .with_context(|| format!("no module {n} in {}", modules.display()))?;
+        visit(m, &deps, &mut order, 0)?;
+    }
+    Ok(order.iter().map(|m| modules.join(m)).collect())
 }
 
 /// "kernel/net/9p/9pnet_virtio.ko" → "9pnet_virtio" (as modprobe names it).
@@ -224,6 +328,9 @@ mount -t bpf bpf $R/sys/fs/bpf
 mount -t cgroup2 cgroup2 $R/sys/fs/cgroup 2>/dev/null
 mkdir -p "$R/lib/modules/$KVER" "$R$OUT"
 mount --bind "$R$MODS" "$R/lib/modules/$KVER"
+# The kernel's own module requests (nft's object types on 5.10, …) run
+# modprobe from this initramfs: hand them to the host's in the root.
+echo /bin/modprobe-root > /proc/sys/kernel/modprobe
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 out "$R$OUT" || { echo "iil-vm: no output share"; off; }
 hostname iil-vm
 echo "iil-vm: script starting"
@@ -233,6 +340,10 @@ echo "iil-vm: script finished ($(cat $R$OUT/status))"
 umount "$R$OUT"
 off
 "#;
+
+/// What the kernel runs to load a module it needs (see INIT).
+const MODPROBE_ROOT: &str =
+    "#!/bin/busybox sh\nexec /bin/busybox chroot /root /sbin/modprobe \"$@\"\n";
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
@@ -324,16 +435,22 @@ impl Cpio {
 /// retried with TCG.
 pub fn run_script(image: &Image, script: &str, limit: Duration) -> Result<Outcome> {
     let accel = Accel::preferred();
-    if accel == Accel::Kvm {
+    if accel == Accel::Kvm && !KVM_HUNG.load(Ordering::SeqCst) {
         match run_once(image, script, limit, Accel::Kvm, Some(KVM_BOOT_LIMIT)) {
             Err(e) if e.to_string().contains(NO_BOOT) => {
                 eprintln!("vm: KVM did not boot the guest ({e}); retrying with TCG");
+                KVM_HUNG.store(true, Ordering::SeqCst);
             }
             other => return other,
         }
     }
     run_once(image, script, limit, Accel::Tcg, None)
 }
+
+/// Set once KVM failed to boot a guest: the next VMs of this process (one
+/// per kernel) go straight to TCG instead of waiting out the boot limit
+/// again.
+static KVM_HUNG: AtomicBool = AtomicBool::new(false);
 
 /// How long a KVM boot may take before it counts as hung.
 const KVM_BOOT_LIMIT: Duration = Duration::from_secs(25);
@@ -367,6 +484,7 @@ fn run_once(
     }
     cpio.file("bin/busybox", true, &std::fs::read(&image.busybox)?);
     cpio.file("init", true, INIT.as_bytes());
+    cpio.file("bin/modprobe-root", true, MODPROBE_ROOT.as_bytes());
     let mut list = String::new();
     for (i, m) in image.module_load_order(BOOT_MODULES)?.iter().enumerate() {
         let name = format!("{i:02}-{}", m.file_name().unwrap().to_string_lossy());
@@ -511,6 +629,27 @@ mod tests {
         assert_eq!(module_name("kernel/net/9p/9pnet_virtio.ko"), "9pnet_virtio");
         assert_eq!(module_name("kernel/fs/9p/9p.ko.xz"), "9p");
         assert_eq!(module_name("kernel/crypto/crc32c-intel.ko"), "crc32c_intel");
+    }
+
+    #[test]
+    fn kernels_know_their_series() {
+        assert!(Kernel::Bullseye.matches("5.10.0-35-amd64"));
+        assert!(Kernel::Bookworm.matches("6.1.0-56-amd64"));
+        assert!(Kernel::Bookworm612.matches("6.12.117+deb12-amd64"));
+        // 6.12 is not 6.1, nor 5.1 5.10.
+        assert!(!Kernel::Bookworm.matches("6.12.117+deb12-amd64"));
+        assert!(!Kernel::Bullseye.matches("5.1.0-1-amd64"));
+        assert!(!Kernel::Bookworm612.matches("6.1.0-56-amd64"));
+        assert!(!Kernel::Bookworm.has_tcx() && !Kernel::Bullseye.has_tcx());
+        assert!(Kernel::Bookworm612.has_tcx());
+        let mut names: Vec<&str> = Kernel::ALL.iter().map(|k| k.name()).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(
+            names.len(),
+            Kernel::ALL.len(),
+            "two kernels share a directory"
+        );
     }
 
     #[test]

@@ -26,9 +26,12 @@ offloaded() { in_ns gw conntrack -L -p tcp --dport "$1" 2>/dev/null | grep -c OF
 say kernel "$(uname -r)"
 for m in veth bridge nf_conntrack nf_conntrack_netlink nf_tables nf_flow_table \
     nf_flow_table_inet nft_flow_offload nft_ct nft_nat nft_masq nft_chain_nat \
-    nf_reject_ipv4 nf_reject_ipv6 nft_reject nft_reject_inet nft_objref sch_ingress cls_bpf; do
+    nf_reject_ipv4 nf_reject_ipv6 nft_reject nft_reject_inet sch_ingress cls_bpf; do
     modprobe "$m" || fail "modprobe $m"
 done
+# Named counters need nft_objref: a module of its own before 6.2, part of
+# nf_tables since (a missing one fails the ruleset below, clearly).
+modprobe nft_objref 2>/dev/null || true
 
 for n in dev gw srv; do ip netns add $n; ip -n $n link set lo up; done
 ip -n gw link add br-lan type bridge
@@ -114,11 +117,21 @@ status() { curl -fsS --max-time 5 --unix-socket "$S" http://localhost/v1/status 
 t=$(ms)
 until status | grep -q '"ports": *\[ *[^] ]'; do
     [ $(( $(ms) - t )) -gt 60000 ] && fail "the daemon did not come up"
-    kill -0 $DAEMON 2>/dev/null || fail "the daemon exited"
+    kill -0 $DAEMON 2>/dev/null || { wait $DAEMON; say daemon_exit $?; fail "the daemon exited"; }
     sleep 0.2
 done
 say daemon_ready_ms $(( $(ms) - t ))
 status > "$O/status_start.json"
+# How the programs were attached to the port: cls_bpf filters over netlink
+# (before 6.6; the daemon's priority is 0x4001 = 16385) or TCX links,
+# which the daemon pins in a links/ directory under its pin dir.
+for d in ingress egress; do
+    echo "== $d" >> "$O/tc_filters_p0.txt"
+    in_ns gw tc filter show dev p0 $d >> "$O/tc_filters_p0.txt" 2>&1
+done
+say cls_bpf_filters "$(grep -c 'pref 16385 bpf .*handle 0x1a07' "$O/tc_filters_p0.txt")"
+find "$W/bpffs/iot-inspector" -path '*/links/*' > "$O/tcx_links.txt" 2>&1
+say tcx_links "$(grep -c '/links/p0-' "$O/tcx_links.txt")"
 
 for p in 5201 5202 5203; do
     in_ns srv iperf3 -s -1 -B 203.0.113.10 -p $p > /dev/null 2>&1 &

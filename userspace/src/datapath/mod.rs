@@ -246,7 +246,11 @@ impl Datapath {
                 .ok_or_else(|| anyhow!("the eBPF object has no program {name}"))?
                 .try_into()?;
             prog.load()
-                .with_context(|| format!("the kernel refused program {name}"))?;
+                .with_context(|| format!("the kernel refused program {name}"))
+                .map_err(|e| match kernel_too_old() {
+                    Some(why) => e.context(why),
+                    None => e,
+                })?;
         }
         let flows = ebpf
             .take_map(maps::FLOWS)
@@ -593,3 +597,18 @@ fn is_bpffs(path: &Path) -> bool {
 /// Per-interface attachment bookkeeping is in [`attach`]; this map type is
 /// shared by it and the daemon's status.
 pub type AttachedPorts = HashMap<String, attach::PortState>;
+
+/// Why the programs cannot run here, when the kernel predates what they
+/// use: `bpf_ktime_get_coarse_ns` (5.11) and batch reads of a per-CPU
+/// array, the flow cache (5.13). OpenWrt 23.05's 5.15 is the oldest kernel
+/// supported; Debian's 5.10 refuses the programs (the VM test shows it).
+fn kernel_too_old() -> Option<String> {
+    let v = aya::util::KernelVersion::current().ok()?;
+    (v < aya::util::KernelVersion::new(5, 15, 0)).then(|| {
+        format!(
+            "Linux {v} is older than 5.15, the oldest kernel iot-inspector runs on \
+             (OpenWrt 23.05 and newer): its eBPF programs need bpf_ktime_get_coarse_ns \
+             (5.11) and batch reads of per-CPU arrays (5.13)"
+        )
+    })
+}
