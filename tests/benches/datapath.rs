@@ -4,7 +4,7 @@
 //! 1. The TC programs' cost per packet against an empty TC program on the
 //!    same packets (BPF_PROG_TEST_RUN, 1,000,000 repeats each).
 //! 2. iperf3 throughput through gw with the programs attached against
-//!    without (alternating runs, medians): with GRO on gw's ports, as a
+//!    without (rounds of back-to-back runs, median of the rounds' ratios): with GRO on gw's ports, as a
 //!    router's NIC drivers have it, and with offloads off everywhere (every
 //!    MTU frame through both hooks; an empty TC program on the same hooks
 //!    shows what the hooks alone cost there).
@@ -177,82 +177,134 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// Rounds of each throughput comparison. On a shared 2-core VM single
+/// 6-second runs vary by ±5–10 % with the host's load; each round runs its
+/// variants back to back and is compared within itself, so slow drift
+/// cancels, and the median of the rounds' ratios is reported with their
+/// range.
+const THROUGHPUT_ROUNDS: usize = 7;
+
+/// Each round's `with / without`, and their median and range.
+struct Ratios(Vec<f64>);
+
+impl Ratios {
+    fn of(with: &[f64], without: &[f64]) -> Ratios {
+        Ratios(with.iter().zip(without).map(|(w, wo)| w / wo).collect())
+    }
+
+    fn median(&self) -> f64 {
+        median(self.0.clone())
+    }
+
+    fn range(&self) -> (f64, f64) {
+        let lo = self.0.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = self.0.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        (lo, hi)
+    }
+
+    fn line(&self) -> String {
+        let (lo, hi) = self.range();
+        format!("ratio {:.3} (rounds {lo:.3}–{hi:.3})", self.median())
+    }
+
+    fn json(&self) -> serde_json::Value {
+        let (lo, hi) = self.range();
+        json!({"median": self.median(), "min": lo, "max": hi, "rounds": self.0})
+    }
+}
+
+fn mbps_line(v: &[f64]) -> String {
+    let rounded: Vec<u32> = v.iter().map(|x| x.round() as u32).collect();
+    format!(
+        "{:>6.0} Mbit/s (median; rounds {rounded:?})",
+        median(v.to_vec())
+    )
+}
+
 fn throughput() -> Result<serde_json::Value> {
     let mut lab = Lab::new(&[CAMERA])?;
-    let mut with = Vec::new();
-    let mut without = Vec::new();
-    // The programs stay attached (TCX links are pinned) while the daemon is
-    // stopped with SIGSTOP: the data path's cost alone, without the
-    // daemon's own CPU use competing on a small machine.
-    let mut paused = Vec::new();
-    // The floor: an empty TC program on the same hooks.
-    let mut empty = Vec::new();
     let mut port = 7000;
-    // Five rounds of the four variants, alternating, so that drift in the
-    // machine's load spreads over all of them; medians.
-    for _ in 0..5 {
+    // With GRO on gw's ports, as a router's NIC drivers have it: the bridge
+    // (and the programs) see coalesced TCP segments, not every MTU-sized
+    // frame. The device still sends MTU-sized frames.
+    let ports = bridge_ports(&lab)?;
+    for port_name in &ports {
+        lab.gw.run("ethtool", &["-K", port_name, "gro", "on"])?;
+    }
+    let (mut gro_with, mut gro_without) = (Vec::new(), Vec::new());
+    for _ in 0..THROUGHPUT_ROUNDS {
+        gro_without.push(iperf_mbps(&mut lab, port)?);
+        port += 1;
+        // The default 5-second window, as on a router.
+        let daemon = lab.start_daemon(&["--window", "5"])?;
+        gro_with.push(iperf_mbps(&mut lab, port)?);
+        port += 1;
+        daemon.stop()?;
+    }
+    for port_name in &ports {
+        lab.gw.run("ethtool", &["-K", port_name, "gro", "off"])?;
+    }
+    // Offloads off everywhere (the lab's default): every MTU frame runs
+    // both hooks.
+    let (mut with, mut without, mut paused, mut empty) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..THROUGHPUT_ROUNDS {
         without.push(iperf_mbps(&mut lab, port)?);
         port += 1;
+        // The floor: an empty TC program on the same hooks.
         let held = attach_empty(&lab, &[TcAttachType::Ingress, TcAttachType::Egress])?;
         empty.push(iperf_mbps(&mut lab, port)?);
         port += 1;
         drop(held);
-        // The default 5-second window, as on a router.
         let daemon = lab.start_daemon(&["--window", "5"])?;
         with.push(iperf_mbps(&mut lab, port)?);
         port += 1;
+        // The programs stay attached (TCX links are pinned) while the
+        // daemon is stopped with SIGSTOP: the data path's cost alone,
+        // without the daemon's own CPU use competing on a small machine.
         unsafe { libc::kill(daemon.pid(), libc::SIGSTOP) };
         paused.push(iperf_mbps(&mut lab, port)?);
         port += 1;
         unsafe { libc::kill(daemon.pid(), libc::SIGCONT) };
         daemon.stop()?;
     }
-    // The same with GRO on gw's ports, as a router's NIC drivers have it:
-    // the bridge (and the programs) see coalesced TCP segments, not every
-    // MTU-sized frame. The device still sends MTU-sized frames.
-    for port_name in bridge_ports(&lab)? {
-        lab.gw.run("ethtool", &["-K", &port_name, "gro", "on"])?;
-    }
-    let (mut gro_with, mut gro_without) = (Vec::new(), Vec::new());
-    for _ in 0..5 {
-        gro_without.push(iperf_mbps(&mut lab, port)?);
-        port += 1;
-        let daemon = lab.start_daemon(&["--window", "5"])?;
-        gro_with.push(iperf_mbps(&mut lab, port)?);
-        port += 1;
-        daemon.stop()?;
-    }
-    let (gro_w, gro_wo) = (median(gro_with.clone()), median(gro_without.clone()));
-    let (w, wo, p, e) = (
-        median(with.clone()),
-        median(without.clone()),
-        median(paused.clone()),
-        median(empty.clone()),
+    let gro = Ratios::of(&gro_with, &gro_without);
+    let (programs, stopped, hooks, over_empty) = (
+        Ratios::of(&with, &without),
+        Ratios::of(&paused, &without),
+        Ratios::of(&empty, &without),
+        Ratios::of(&with, &empty),
     );
-    println!("\niperf3 TCP through gw (median of 5 × 6 s):");
     println!(
-        "  GRO on gw's ports, as a router's NIC drivers have it (the target's case):\n    without the programs {gro_wo:>8.0} Mbit/s   {gro_without:?}\n    with the programs    {gro_w:>8.0} Mbit/s   {gro_with:?}\n    ratio                {:>8.3}",
-        gro_w / gro_wo
+        "\niperf3 TCP through gw, {THROUGHPUT_ROUNDS} rounds of 6 s, each round's variants back to back:"
     );
+    println!("  GRO on gw's ports, as a router's NIC drivers have it (the target's case):");
+    println!("    without the programs  {}", mbps_line(&gro_without));
+    println!("    with the programs     {}", mbps_line(&gro_with));
+    println!("    {}", gro.line());
     println!("  offloads off on both ends, every MTU frame through both hooks (the worst case):");
-    println!("    without the programs {wo:>8.0} Mbit/s   {without:?}");
-    println!("    with the programs    {w:>8.0} Mbit/s   {with:?}");
-    println!("    ratio                {:>8.3}", w / wo);
+    println!("    without the programs  {}", mbps_line(&without));
+    println!("    with the programs     {}", mbps_line(&with));
+    println!("    {}", programs.line());
     println!(
-        "    an empty TC program on the same hooks {e:>8.0} Mbit/s (ratio {:.3})   {empty:?}",
-        e / wo
+        "    an empty TC program on the same hooks: {}",
+        hooks.line()
     );
     println!(
-        "    the programs against the empty program: ratio {:.3}",
-        w / e
+        "    the programs against the empty program: {}",
+        over_empty.line()
     );
-    println!(
-        "    programs attached, daemon stopped {p:>8.0} Mbit/s (ratio {:.3})   {paused:?}",
-        p / wo
-    );
-    Ok(
-        json!({"without_mbps": wo, "with_mbps": w, "ratio": w / wo, "daemon_stopped_mbps": p, "daemon_stopped_ratio": p / wo, "empty_program_mbps": e, "empty_program_ratio": e / wo, "programs_vs_empty_ratio": w / e, "gro_without_mbps": gro_wo, "gro_with_mbps": gro_w, "gro_ratio": gro_w / gro_wo}),
-    )
+    println!("    programs attached, daemon stopped: {}", stopped.line());
+    Ok(json!({
+        "rounds": THROUGHPUT_ROUNDS,
+        "gro": {"without_mbps": gro_without, "with_mbps": gro_with, "ratio": gro.json()},
+        "offloads_off": {
+            "without_mbps": without, "with_mbps": with, "ratio": programs.json(),
+            "empty_program_mbps": empty, "empty_program_ratio": hooks.json(),
+            "programs_vs_empty_ratio": over_empty.json(),
+            "daemon_stopped_mbps": paused, "daemon_stopped_ratio": stopped.json(),
+        },
+    }))
 }
 
 /// Throughput with the empty program on the ports' ingress hook only, on
