@@ -4,10 +4,11 @@
 //! 1. The TC programs' cost per packet against an empty TC program on the
 //!    same packets (BPF_PROG_TEST_RUN, 1,000,000 repeats each).
 //! 2. iperf3 throughput through gw with the programs attached against
-//!    without (rounds of back-to-back runs, median of the rounds' ratios): with GRO on gw's ports, as a
-//!    router's NIC drivers have it, and with offloads off everywhere (every
-//!    MTU frame through both hooks; an empty TC program on the same hooks
-//!    shows what the hooks alone cost there).
+//!    without (rounds of back-to-back runs, the median of the rounds'
+//!    ratios): with GRO on gw's ports, as a router's NIC drivers have it,
+//!    and with offloads off everywhere (every MTU frame through both hooks;
+//!    an empty TC program on the same hooks shows what the hooks alone cost
+//!    there).
 //! 3. The daemon's CPU and peak RSS while 50,000 flows stay active.
 //!
 //! Prints a table and writes `target/bench/datapath.json`.
