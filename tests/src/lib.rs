@@ -143,27 +143,44 @@ impl Netns {
     }
 }
 
-/// Removes namespaces left by lab processes that no longer run.
+/// Whether the lab process that made `name` (`iil<pid in hex>x<n>…`) is
+/// gone; `None` for names that are not a lab's.
+fn made_by_a_dead_lab(name: &str) -> Option<bool> {
+    let rest = name.strip_prefix(PREFIX)?;
+    let pid_hex: String = rest.chars().take_while(|c| *c != 'x').collect();
+    let pid = i32::from_str_radix(&pid_hex, 16).ok()?;
+    // SAFETY: kill(pid, 0) only checks existence.
+    Some(unsafe { libc::kill(pid, 0) } != 0)
+}
+
+/// Removes what lab processes that no longer run left behind (killed, so
+/// their `Drop` never ran): their namespaces (with the processes in them),
+/// and their scratch directories with the bpffs mounted there (its pins
+/// would keep maps alive).
 pub fn sweep_stale() {
-    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
+    if let Ok(out) = Command::new("ip").args(["netns", "list"]).output() {
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let name = line.split_whitespace().next().unwrap_or("");
+            if made_by_a_dead_lab(name) == Some(true) {
+                Netns {
+                    name: name.to_string(),
+                }
+                .destroy();
+            }
+        }
+    }
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
         return;
     };
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let name = line.split_whitespace().next().unwrap_or("");
-        let Some(rest) = name.strip_prefix(PREFIX) else {
-            continue;
-        };
-        let pid_hex: String = rest.chars().take_while(|c| *c != 'x').collect();
-        let Ok(pid) = i32::from_str_radix(&pid_hex, 16) else {
-            continue;
-        };
-        // SAFETY: kill(pid, 0) only checks existence.
-        let alive = unsafe { libc::kill(pid, 0) } == 0;
-        if !alive {
-            Netns {
-                name: name.to_string(),
-            }
-            .destroy();
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if made_by_a_dead_lab(&name) == Some(true) && e.path().is_dir() {
+            let _ = Command::new("umount")
+                .arg("-l")
+                .arg(e.path().join("bpffs"))
+                .stderr(Stdio::null())
+                .status();
+            let _ = std::fs::remove_dir_all(e.path());
         }
     }
 }

@@ -5,7 +5,6 @@
 //! loops, and prints where to look. Ctrl-C (or `--minutes`) ends it and
 //! removes everything it made.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -64,6 +63,9 @@ pub const HOME: &[DeviceSpec] = &[
 ];
 
 pub fn run(args: &Args) -> Result<()> {
+    // First: a signal arriving while the home is being built must not end
+    // the process before the lab's clean-up runs.
+    stop_on_signals();
     let built = build::run(&build::Args::default())?;
     // SAFETY: setting process environment before any thread starts.
     unsafe {
@@ -100,11 +102,6 @@ pub fn run(args: &Args) -> Result<()> {
     for d in lab.devices.clone() {
         lab.use_wan_dns(&d)?;
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        ctrlc_on(move || stop.store(true, Ordering::SeqCst));
-    }
     let sock = daemon.socket.display().to_string();
     let bin = built.daemon.display().to_string();
     println!(
@@ -118,7 +115,7 @@ pub fn run(args: &Args) -> Result<()> {
     let until = Instant::now() + Duration::from_secs(args.minutes * 60);
     let mut round = 0u32;
     let mut port = 6000u16;
-    while Instant::now() < until && !stop.load(Ordering::SeqCst) {
+    while Instant::now() < until && !STOP.load(Ordering::SeqCst) {
         // Each round: every device pings, one device moves some data.
         for d in lab.devices.clone() {
             let target = if round.is_multiple_of(2) {
@@ -144,7 +141,7 @@ pub fn run(args: &Args) -> Result<()> {
         port = if port > 6900 { 6000 } else { port + 1 };
         round += 1;
         for _ in 0..10 {
-            if stop.load(Ordering::SeqCst) {
+            if STOP.load(Ordering::SeqCst) {
                 break;
             }
             std::thread::sleep(Duration::from_millis(500));
@@ -230,20 +227,22 @@ fn forward_to_namespace(port: u16, ns: &str) -> Result<()> {
     Ok(())
 }
 
-/// Runs `f` on SIGINT/SIGTERM (a thread waiting on a signal set).
-fn ctrlc_on(f: impl Fn() + Send + 'static) {
-    // SAFETY: blocking the signals in this (the main) thread before other
-    // threads start, then waiting for them in a dedicated thread.
+/// Set by SIGINT/SIGTERM: the demo stops its rounds and cleans up.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_stop_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+/// Turns SIGINT and SIGTERM into [`STOP`] with a handler, not by blocking
+/// them and waiting in a thread: a blocked set is inherited by every
+/// program the lab starts (the daemon then ignored the SIGTERM that stops
+/// it), while handlers are reset to the default in an exec'd child.
+fn stop_on_signals() {
+    let handler = on_stop_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    // SAFETY: the handler only stores to an atomic (async-signal-safe).
     unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        std::thread::spawn(move || {
-            let mut sig = 0;
-            libc::sigwait(&set, &mut sig);
-            f();
-        });
+        libc::signal(libc::SIGINT, handler);
+        libc::signal(libc::SIGTERM, handler);
     }
 }
