@@ -102,6 +102,20 @@ impl Kernel {
         cache_dir().join("kernels").join(self.name())
     }
 
+    /// Whether the test run can go on without it: bullseye is past its
+    /// LTS and will leave deb.debian.org, and its kernel is only checked to
+    /// be refused. Setup then records why in [`Kernel::unavailable_note`].
+    pub fn optional(self) -> bool {
+        self == Kernel::Bullseye
+    }
+
+    /// Where setup wrote why an optional kernel could not be downloaded.
+    pub fn unavailable_note(self) -> PathBuf {
+        cache_dir()
+            .join("kernels")
+            .join(format!("{}.unavailable", self.name()))
+    }
+
     /// Whether `version` (as `uname -r` prints it) belongs to this series.
     pub fn matches(self, version: &str) -> bool {
         let (major, minor) = self.series();

@@ -603,7 +603,10 @@ pub type AttachedPorts = HashMap<String, attach::PortState>;
 /// array, the flow cache (5.13). OpenWrt 23.05's 5.15 is the oldest kernel
 /// supported; Debian's 5.10 refuses the programs (the VM test shows it).
 fn kernel_too_old() -> Option<String> {
-    let v = aya::util::KernelVersion::current().ok()?;
+    too_old(aya::util::KernelVersion::current().ok()?)
+}
+
+fn too_old(v: aya::util::KernelVersion) -> Option<String> {
     (v < aya::util::KernelVersion::new(5, 15, 0)).then(|| {
         format!(
             "Linux {v} is older than 5.15, the oldest kernel iot-inspector runs on \
@@ -611,4 +614,23 @@ fn kernel_too_old() -> Option<String> {
              (5.11) and batch reads of per-CPU arrays (5.13)"
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use aya::util::KernelVersion;
+
+    #[test]
+    fn kernels_before_5_15_are_named_too_old() {
+        let msg = super::too_old(KernelVersion::new(5, 10, 0)).expect("5.10 is too old");
+        assert!(msg.starts_with("Linux 5.10.0 is older than 5.15"), "{msg}");
+        assert!(super::too_old(KernelVersion::new(5, 14, 21)).is_some());
+        for ok in [(5, 15, 0), (5, 15, 167), (6, 6, 0), (6, 12, 3)] {
+            assert_eq!(
+                super::too_old(KernelVersion::new(ok.0, ok.1, ok.2)),
+                None,
+                "{ok:?}"
+            );
+        }
+    }
 }
