@@ -309,7 +309,8 @@ fn throughput() -> Result<serde_json::Value> {
 }
 
 /// Throughput with the empty program on the ports' ingress hook only, on
-/// their egress hook only, and on both, against none (medians of 5).
+/// their egress hook only, and on both, against none: rounds of the four
+/// back to back, compared within each round as in [`throughput`].
 fn hook_cost() -> Result<serde_json::Value> {
     let mut lab = Lab::new(&[CAMERA])?;
     let variants: [(&str, &[TcAttachType]); 4] = [
@@ -320,7 +321,7 @@ fn hook_cost() -> Result<serde_json::Value> {
     ];
     let mut runs: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
     let mut port = 7500;
-    for _ in 0..5 {
+    for _ in 0..THROUGHPUT_ROUNDS {
         for (i, (_, hooks)) in variants.iter().enumerate() {
             let held = attach_empty(&lab, hooks)?;
             runs[i].push(iperf_mbps(&mut lab, port)?);
@@ -329,18 +330,16 @@ fn hook_cost() -> Result<serde_json::Value> {
         }
     }
     println!(
-        "\niperf3 TCP through gw with an empty program on the ports' hooks (median of 5 × 6 s):"
+        "\niperf3 TCP through gw with an empty program on the ports' hooks, {THROUGHPUT_ROUNDS} rounds of 6 s:"
     );
-    let base = median(runs[0].clone());
     let mut out = serde_json::Map::new();
     for (i, (name, _)) in variants.iter().enumerate() {
-        let m = median(runs[i].clone());
-        println!(
-            "  {name:<8} {m:>8.0} Mbit/s  ratio {:.3}  {:?}",
-            m / base,
-            runs[i]
+        let ratio = Ratios::of(&runs[i], &runs[0]);
+        println!("  {name:<8} {}  {}", mbps_line(&runs[i]), ratio.line());
+        out.insert(
+            (*name).into(),
+            json!({"mbps": runs[i], "ratio": ratio.json()}),
         );
-        out.insert((*name).into(), json!({"mbps": m, "ratio": m / base}));
     }
     Ok(out.into())
 }
